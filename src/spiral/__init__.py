@@ -1,0 +1,15 @@
+"""spiral: building language models from first principles, on NumPy.
+
+The package is the library that every chapter of the book builds and reuses: counting
+models (stage 1), our own autograd engine (stage 2), fused hand-derived ops (stage 3),
+the neural language models that train on them, and the tokenizers.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
+
+# --- public names re-exported by stages (keep one line per stage) ---
+# stage 2: from spiral.autograd import Tensor, no_grad
