@@ -1,0 +1,271 @@
+"""Hand-derived forward/backward kernels on raw NumPy arrays (stage 3).
+
+Each op is a pair: ``<op>_forward`` computes the output and whatever the backward pass
+needs; ``<op>_backward`` turns the upstream gradient ``∂L/∂out`` into ``∂L/∂input`` with the
+closed-form Jacobian-vector product derived in the chapter ("local x upstream"):
+
+* linear        Y = X Wᵀ + b          dX = dY W,  dW = dYᵀ X,  db = Σ dY
+* softmax       p = exp(x - lse(x))   dx = p ⊙ (g - <g, p>)
+* log_softmax   ℓ = x - lse(x)        dx = g - p Σ g
+* cross_entropy L = -Σ q log p        dx = (p - q) / n_valid       (q = one-hot, smoothed)
+* layer_norm    y = x̂ w + b           dx = rstd (dx̂ - mean dx̂ - x̂ mean(dx̂ ⊙ x̂))
+* gelu          y = x Φ(x)            dx = Φ(x) + x φ(x)
+* attention     O = softmax(QKᵀ s) V  dS = P ⊙ (dP - rowsum(dP ⊙ P)), dQ = s dS K, dK = s dSᵀ Q
+
+No op upcasts: float32 in, float32 out. These kernels are wrapped as autograd ``Function``s
+in :mod:`spiral.nn.functional`. Chapter: stage 3, "Backpropagation deep dive".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:  # scipy's erf is a fast C loop; the fallback is exact but slow (Python per element)
+    from scipy.special import erf as _erf
+except ImportError:  # pragma: no cover - exercised only without scipy
+    _erf = np.frompyfunc(math.erf, 1, 1)
+
+Array = np.ndarray
+
+
+def _erf_array(x: Array) -> Array:
+    return np.asarray(_erf(x), dtype=x.dtype)
+
+
+# ----------------------------------------------------------------------------- linear
+def linear_forward(x: Array, weight: Array, bias: Array | None = None) -> Array:
+    """(..., in) @ (out, in)ᵀ + (out,) -> (..., out), as ``torch.nn.functional.linear``."""
+    y = x @ weight.T
+    if bias is not None:
+        y += bias
+    return y
+
+
+def linear_backward(
+    grad: Array, x: Array, weight: Array, has_bias: bool
+) -> tuple[Array, Array, Array | None]:
+    """dY (..., out) -> dX (..., in), dW (out, in), db (out,): the transpose pattern."""
+    dx = grad @ weight  # (..., out) @ (out, in) -> (..., in)
+    g2 = grad.reshape(-1, grad.shape[-1])  # (..., out) -> (N, out)
+    x2 = x.reshape(-1, x.shape[-1])  # (..., in) -> (N, in)
+    dw = g2.T @ x2  # (out, N) @ (N, in) -> (out, in): sums over every leading position
+    db = g2.sum(axis=0) if has_bias else None
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- softmax
+def softmax_forward(x: Array, dim: int = -1) -> Array:
+    """Stable softmax along ``dim``: subtract the row maximum before ``exp``."""
+    e = x - x.max(axis=dim, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=dim, keepdims=True)
+    return e
+
+
+def softmax_backward(grad: Array, p: Array, dim: int = -1) -> Array:
+    """Jacobian-vector product of softmax without forming the Jacobian: p ⊙ (g - <g, p>)."""
+    gp = grad * p
+    gp -= p * gp.sum(axis=dim, keepdims=True)
+    return gp
+
+
+def log_softmax_forward(x: Array, dim: int = -1) -> Array:
+    """x - logsumexp(x), computed as (x - m) - log Σ exp(x - m)."""
+    shifted = x - x.max(axis=dim, keepdims=True)
+    shifted -= np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
+    return shifted
+
+
+def log_softmax_backward(grad: Array, logp: Array, dim: int = -1) -> Array:
+    """dℓ/dx applied to g: g - softmax(x) Σ g."""
+    return grad - np.exp(logp) * grad.sum(axis=dim, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- cross-entropy
+def cross_entropy_forward(
+    logits: Array,
+    target: Array,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> tuple[Array, tuple[Array, Array, Array, float]]:
+    """Logits (..., C) and integer targets (...) -> loss, saved state for the backward pass.
+
+    Returns the loss (a 0-d array, or shaped like ``target`` for ``reduction="none"``) and
+    ``(p, safe_target, valid, denom)``: probabilities (N, C), targets with ignored ones set to
+    0, the validity mask (N,) and the divisor of the reduction.
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    n_classes = logits.shape[-1]
+    x = logits.reshape(-1, n_classes)  # (..., C) -> (N, C)
+    t = np.asarray(target).reshape(-1)  # (...) -> (N,)
+    if x.shape[0] != t.shape[0]:
+        raise ValueError(f"logits {logits.shape} and target {np.shape(target)} disagree")
+    valid = t != ignore_index
+    safe_t = np.where(valid, t, 0)
+    rows = np.arange(x.shape[0])
+    p = x - x.max(axis=1, keepdims=True)  # shifted logits, (N, C)
+    np.exp(p, out=p)
+    sum_e = p.sum(axis=1, keepdims=True)  # (N, 1)
+    p /= sum_e
+    # -log p_t = log Σ exp(x - m) - (x_t - m): the max-shift keeps 1e4 logits finite and exact
+    xmax = x.max(axis=1)  # (N,)
+    log_z = np.log(sum_e[:, 0])  # (N,)
+    nll = log_z - (x[rows, safe_t] - xmax)
+    if label_smoothing > 0.0:
+        # -Σ_c (ε/C) log p_c = log Σ exp(x - m) - mean_c (x_c - m)
+        smooth = log_z - (x.mean(axis=1) - xmax)
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * smooth
+    nll = np.where(valid, nll, 0.0).astype(logits.dtype, copy=False)
+    if reduction == "none":
+        return nll.reshape(np.shape(target)), (p, safe_t, valid, 1.0)
+    denom = float(valid.sum()) if reduction == "mean" else 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):  # all targets ignored -> nan, as torch
+        loss = np.asarray(nll.sum() / denom, dtype=logits.dtype)
+    return loss, (p, safe_t, valid, denom)
+
+
+def cross_entropy_backward(
+    grad: Array, saved: tuple[Array, Array, Array, float], label_smoothing: float, shape: tuple
+) -> Array:
+    """The fused gradient (p - q) ⊙ upstream / n_valid, shaped like the logits."""
+    p, safe_t, valid, denom = saved
+    coef = np.broadcast_to(np.asarray(grad, dtype=p.dtype).reshape(-1), valid.shape)
+    coef = np.where(valid, coef / denom if denom else coef * np.nan, 0.0).astype(p.dtype)
+    dx = p * coef[:, None]  # (N, C)
+    rows = np.arange(p.shape[0])
+    dx[rows, safe_t] -= (1.0 - label_smoothing) * coef
+    if label_smoothing > 0.0:
+        dx -= (label_smoothing / p.shape[1]) * coef[:, None]
+    return dx.reshape(shape)
+
+
+# ----------------------------------------------------------------------------- layer norm
+def layer_norm_forward(
+    x: Array, n_norm: int, weight: Array | None, bias: Array | None, eps: float = 1e-5
+) -> tuple[Array, Array, Array]:
+    """Normalize over the last ``n_norm`` axes with the biased variance (as torch).
+
+    Returns (y, x̂, rstd) with rstd = 1/sqrt(var + eps) kept with reduced axes (keepdims).
+    """
+    axes = tuple(range(x.ndim - n_norm, x.ndim))
+    xhat = x - x.mean(axis=axes, keepdims=True)
+    var = np.mean(np.square(xhat), axis=axes, keepdims=True)  # biased: divide by n, not n-1
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat *= rstd
+    y = xhat * weight if weight is not None else xhat.copy()
+    if bias is not None:
+        y += bias
+    return y, xhat, rstd
+
+
+def layer_norm_backward(
+    grad: Array, xhat: Array, rstd: Array, weight: Array | None, n_norm: int, has_bias: bool
+) -> tuple[Array, Array | None, Array | None]:
+    """dx = rstd (dx̂ - mean(dx̂) - x̂ mean(dx̂ ⊙ x̂)); dw = Σ g ⊙ x̂; db = Σ g."""
+    axes = tuple(range(grad.ndim - n_norm, grad.ndim))
+    lead = tuple(range(grad.ndim - n_norm))
+    dxhat = grad * weight if weight is not None else grad
+    dx = dxhat - dxhat.mean(axis=axes, keepdims=True)
+    dx -= xhat * np.mean(dxhat * xhat, axis=axes, keepdims=True)
+    dx *= rstd
+    dw = (grad * xhat).sum(axis=lead) if weight is not None else None
+    db = grad.sum(axis=lead) if has_bias else None
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- GELU
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_C = 0.044715
+
+
+def gelu_forward(x: Array, approximate: str = "none") -> Array:
+    """x Φ(x) (exact, erf) or 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))) (``"tanh"``)."""
+    if approximate == "none":
+        return 0.5 * x * (1.0 + _erf_array(x * _INV_SQRT_2))
+    if approximate == "tanh":
+        inner = _SQRT_2_OVER_PI * (x + _GELU_C * (x * x * x))  # x*x*x, not x**3: 300x faster
+        return 0.5 * x * (1.0 + np.tanh(inner))
+    raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def gelu_backward(grad: Array, x: Array, approximate: str = "none") -> Array:
+    """Φ(x) + x φ(x) (exact) or the derivative of the tanh form, times the upstream grad."""
+    if approximate == "none":
+        cdf = 0.5 * (1.0 + _erf_array(x * _INV_SQRT_2))
+        pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+        return grad * (cdf + x * pdf)
+    x2 = x * x
+    t = np.tanh(_SQRT_2_OVER_PI * x * (1.0 + _GELU_C * x2))
+    dinner = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_C * x2)
+    return grad * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
+
+
+# ----------------------------------------------------------------------------- attention
+def attention_forward(
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Array | None,
+    scale: float,
+    dropout_p: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> tuple[Array, Array, Array | None]:
+    """softmax(Q Kᵀ · scale + mask) V for q (..., L, E), k (..., S, E), v (..., S, Ev).
+
+    ``mask`` is additive (0 / -inf, broadcastable to (..., L, S)). Returns the output
+    (..., L, Ev), the probabilities P (..., L, S) kept for the backward pass, and the dropout
+    keep-mask scaled by 1/(1-p) (or None).
+    """
+    s = q @ np.swapaxes(k, -1, -2)  # (..., L, E) @ (..., E, S) -> (..., L, S)
+    s *= scale
+    if mask is not None:
+        s += mask
+    p = softmax_forward(s, -1)  # reuses s's buffer size once; P is what backward needs
+    keep = None
+    if dropout_p > 0.0:
+        if rng is None:
+            raise ValueError("dropout_p > 0 needs an rng (np.random.Generator)")
+        keep = (rng.random(p.shape) >= dropout_p).astype(p.dtype) / (1.0 - dropout_p)
+        out = (p * keep) @ v
+    else:
+        out = p @ v  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+    return out, p, keep
+
+
+def attention_backward(
+    grad: Array, q: Array, k: Array, v: Array, p: Array, keep: Array | None, scale: float
+) -> tuple[Array, Array, Array]:
+    """dO (..., L, Ev) -> dQ, dK, dV, reusing the saved probabilities P."""
+    pd = p * keep if keep is not None else p
+    dv = np.swapaxes(pd, -1, -2) @ grad  # (..., S, L) @ (..., L, Ev) -> (..., S, Ev)
+    dp = grad @ np.swapaxes(v, -1, -2)  # (..., L, Ev) @ (..., Ev, S) -> (..., L, S)
+    if keep is not None:
+        dp *= keep
+    ds = softmax_backward(dp, p, -1)  # through the softmax: P ⊙ (dP - rowsum(dP ⊙ P))
+    ds *= scale  # through the 1/√d scaling
+    dq = ds @ k  # (..., L, S) @ (..., S, E) -> (..., L, E)
+    dk = np.swapaxes(ds, -1, -2) @ q  # (..., S, L) @ (..., L, E) -> (..., S, E)
+    return _unbroadcast(dq, q.shape), _unbroadcast(dk, k.shape), _unbroadcast(dv, v.shape)
+
+
+def _unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
+    """Sum a broadcast gradient back to ``shape`` (leading and size-1 axes)."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    g = g.sum(axis=tuple(range(lead))) if lead else g
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+def causal_mask(n_query: int, n_key: int, dtype: np.dtype | type = np.float32) -> Array:
+    """Additive (L, S) mask: 0 where key j <= query i (torch's tril convention), -inf above."""
+    m = np.zeros((n_query, n_key), dtype=dtype)
+    m[np.triu_indices(n_query, k=1, m=n_key)] = -np.inf
+    return m
