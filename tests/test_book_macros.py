@@ -1,0 +1,68 @@
+"""The chapter macros: numbers, tables, figures and code come from the repo, never by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spiral.book import Book, MacroError
+
+pytestmark = pytest.mark.foundation
+
+
+@pytest.fixture
+def book(tmp_path):
+    folder = tmp_path / "results" / "demo"
+    folder.mkdir(parents=True)
+    record = {"results": {
+        "loss": 1.23456, "count": 1234567.0, "best": {"mean": 1.5, "sd": 0.0123},
+        "list": [10, 20], "bad": "inf",
+        "table": {"columns": ["model", "nats"], "rows": [["kn", 1.5], ["add-k", {"mean": 2.0, "sd": 0.1}]]},
+    }}
+    (folder / "results.json").write_text(json.dumps(record))
+    (folder / "curve.png").write_bytes(b"\x89PNG")
+    return Book(tmp_path)
+
+
+def test_result_formats_numbers_and_mean_sd(book):
+    md = 'a {{ result("demo", "loss", ".2f") }} b {{ result("demo", "best") }} ' \
+         'c {{ result("demo", "list.1", "d") }} d {{ result("demo", "count", ",.0f") }} ' \
+         'e {{ result("demo", "bad") }}'
+    assert book.render(md) == "a 1.23 b 1.500 ± 0.012 c 20 d 1,234,567 e ∞"
+
+
+def test_missing_key_or_result_fails_loudly(book):
+    with pytest.raises(MacroError, match="not found"):
+        book.render('{{ result("demo", "nope") }}')
+    with pytest.raises(MacroError, match="no results file"):
+        book.render('{{ result("ghost", "loss") }}')
+
+
+def test_table_renders_markdown(book):
+    out = book.render('{{ table("demo", "table", ".2f") }}')
+    assert "| model | nats |" in out and "| kn | 1.50 |" in out and "2.00 ± 0.10" in out
+
+
+def test_figure_path_is_relative_to_the_page(book):
+    out = book.render('{{ figure("demo", "curve", "A curve.") }}', page="stages/stage-01-x/index.md")
+    assert "](../../results/demo/curve.png)" in out and "<figcaption>A curve.</figcaption>" in out
+    with pytest.raises(MacroError, match="no figure"):
+        book.render('{{ figure("demo", "nope") }}')
+
+
+def test_source_includes_code_by_name_and_breaks_on_rename(book):
+    out = book.render('{{ source("spiral.evaluate.evaluate") }}')
+    assert out.startswith('```python title="spiral.evaluate.evaluate"') and "def evaluate(" in out
+    with pytest.raises(MacroError, match="not found"):
+        book.render('{{ source("spiral.evaluate.evaluate_renamed") }}')
+
+
+def test_macros_never_evaluate_code(book):
+    with pytest.raises(MacroError, match="cannot parse"):
+        book.render('{{ result(__import__("os").getcwd(), "x") }}')
+
+
+def test_other_braces_are_left_alone(book):
+    text = "$x^{2}$ and a dict {'a': 1} and {{ not_a_macro }}"
+    assert book.render(text) == text
