@@ -1,0 +1,384 @@
+"""``NGramLM``: an order-n Markov language model fitted by counting.
+
+The chain rule writes ``P(x_1..x_T) = prod_t P(x_t | x_<t)``; the Markov assumption keeps
+only the last ``n - 1`` tokens, ``P(x_t | x_{t-n+1} .. x_{t-1})``. Maximum likelihood is
+counting, ``P(w | h) = c(h w) / c(h)``; add-k smoothing is ``(c(h w) + k) / (c(h) + k|V|)``
+(the posterior mean under a symmetric Dirichlet(k) prior; k = 1 is Laplace); interpolated
+Kneser–Ney (Kneser & Ney 1995; Chen & Goodman 1998) with one absolute discount D per model:
+
+    P(w | h) = max(c(h w) - D, 0) / c(h) + D N_{1+}(h .) / c(h) * P_lower(w | h'),
+
+where the lower orders use continuation counts ``N_{1+}(. h' w)`` and the recursion ends in
+the uniform distribution over V. Chapter: stages/stage-01-ngrams.
+
+Conventions. V is the set of distinct training tokens (plus the boundary marker when the
+data are separate sequences, plus ``<unk>`` only when ``unk=True``). Data are either one
+continuous sequence (a ``str`` or 1-D integer ids; its first ``order - 1`` tokens are context
+only) or an iterable of sequences such as names (each padded with ``order - 1`` begin
+markers and one end marker, which is scored). The boundary marker is ``"\\n"`` for
+characters and ``-1`` for integer ids, so a names model reads and writes one name per line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from spiral.ngram.counts import CountTable, check_code_range, window_codes
+
+SMOOTHINGS = ("none", "add_k", "laplace", "kneser_ney")
+BOUNDARY = {"char": ord("\n"), "int": -1}
+Data = str | np.ndarray | Iterable[Any]
+
+
+def _parse(data: Data) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """data -> (kind 'char'|'int', raw symbols concatenated (N,), lengths (S,) or None)."""
+    if isinstance(data, str):
+        return "char", _codepoints(data), None
+    if isinstance(data, np.ndarray):
+        if data.ndim != 1 or not np.issubdtype(data.dtype, np.integer):
+            raise TypeError(f"an array of ids must be 1-D integers, got {data.dtype} {data.shape}")
+        return "int", data.astype(np.int64), None
+    items = list(data)
+    if items and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in items):
+        return "int", np.asarray(items, dtype=np.int64), None
+    if items and all(isinstance(x, str) for x in items):
+        lengths = np.array([len(x) for x in items], dtype=np.int64)
+        return "char", _codepoints("".join(items)), lengths
+    if items and all(isinstance(x, (list, tuple, np.ndarray)) for x in items):
+        arrays = [np.asarray(x, dtype=np.int64).reshape(-1) for x in items]
+        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+        return "int", np.concatenate(arrays), lengths
+    if not items:
+        raise ValueError("empty data: need at least one token")
+    raise TypeError(
+        "data must be a str, 1-D integer ids, or an iterable of sequences (str or ids), "
+        f"got items of type {type(items[0]).__name__}"
+    )
+
+
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+
+
+def _pad(
+    kind: str, raw: np.ndarray, lengths: np.ndarray | None, order: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw symbols -> (stream (L,), scored (L,)): sequences get order-1 begin markers and one
+    end marker each (vectorised, no loop per sequence); a continuous stream is left as is."""
+    n = order
+    if lengths is None:
+        if len(raw) == 0:
+            raise ValueError("empty data: need at least one token")
+        scored = np.ones(len(raw), dtype=bool)
+        scored[: n - 1] = False  # the first n - 1 tokens are context only
+        return raw, scored
+    if np.any(raw == BOUNDARY[kind]):
+        raise ValueError(f"sequences may not contain the boundary marker {BOUNDARY[kind]!r}")
+    padded = lengths + n  # (S,) per sequence: n - 1 begin markers + tokens + 1 end marker
+    starts = np.concatenate([[0], np.cumsum(padded)[:-1]])
+    out = np.full(int(padded.sum()), BOUNDARY[kind], dtype=np.int64)
+    seq_of = np.repeat(np.arange(len(lengths)), lengths)  # (N,) sequence of each token
+    offset = np.arange(len(raw)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    dest = starts[seq_of] + (n - 1) + offset
+    out[dest] = raw
+    scored = np.zeros(len(out), dtype=bool)
+    scored[dest] = True
+    scored[starts + n - 1 + lengths] = True  # the end marker is scored
+    return out, scored
+
+
+class NGramLM:
+    """Order-``order`` n-gram language model over characters or integer ids.
+
+    >>> lm = NGramLM(2, smoothing="laplace").fit("abab")
+    >>> round(lm.prob("a", "b"), 4)     # (c(ab) + 1) / (c(a) + |V|) = (2 + 1) / (2 + 2)
+    0.75
+    """
+
+    def __init__(
+        self,
+        order: int,
+        smoothing: str = "none",
+        k: float = 1.0,
+        discount: float = 0.75,
+        unk: bool = False,
+        context_length: int = 256,
+    ) -> None:
+        if not isinstance(order, (int, np.integer)) or order < 1:
+            raise ValueError(f"order must be an integer >= 1, got {order!r}")
+        if smoothing not in SMOOTHINGS:
+            raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
+        if smoothing == "add_k" and not k > 0:
+            raise ValueError(f"add-k smoothing needs k > 0, got k={k}")
+        if smoothing == "kneser_ney" and not 0 < discount <= 1:
+            raise ValueError(f"Kneser-Ney needs a discount in (0, 1], got {discount}")
+        if context_length < 1:
+            raise ValueError(f"context_length must be >= 1, got {context_length}")
+        self.order = int(order)
+        self.smoothing = smoothing
+        self.k = 1.0 if smoothing == "laplace" else (float(k) if smoothing == "add_k" else 0.0)
+        self.discount = float(discount)
+        self.unk = bool(unk)
+        self.context_length = int(context_length)  # the evaluator's window length
+        self.kind: str | None = None
+        self.sequences = False
+
+    # ------------------------------------------------------------------ vocabulary
+    def _encode_raw(self, raw: np.ndarray) -> np.ndarray:
+        """Raw symbols (N,) -> ids (N,); unknown symbols are an error or ``<unk>``."""
+        pos = np.minimum(np.searchsorted(self.symbols, raw), len(self.symbols) - 1)
+        bad = self.symbols[pos] != raw
+        if bad.any():
+            if not self.unk:
+                first = raw[np.argmax(bad)]
+                shown = chr(int(first)) if self.kind == "char" else int(first)
+                raise ValueError(
+                    f"token {shown!r} is not in the model's vocabulary of {self.vocab_size} "
+                    "tokens (the distinct training tokens); fit on data that contains it or "
+                    "pass unk=True to map unseen tokens to <unk>"
+                )
+            pos = np.where(bad, self.unk_id, pos)
+        return pos.astype(np.int64)
+
+    def _stream(self, data: Data) -> tuple[np.ndarray, np.ndarray]:
+        """data -> (ids (L,), scored (L,) bool): the padded id stream and which ids are scored."""
+        kind, raw, lengths = _parse(data)
+        if kind != self.kind:
+            raise TypeError(f"this model was fit on {self.kind} data, got {kind} data")
+        if lengths is not None and not self.sequences:
+            raise ValueError(
+                "this model was fit on one continuous sequence, so it has no boundary marker; "
+                "score separate sequences with a model fit on separate sequences"
+            )
+        stream, scored = _pad(kind, raw, lengths, self.order)
+        return self._encode_raw(stream), scored
+
+    @property
+    def vocab_size(self) -> int:
+        """|V|: distinct training tokens (+ boundary for sequences, + <unk> if asked)."""
+        return len(self.symbols) + int(self.unk)
+
+    @property
+    def vocab(self) -> list[Any]:
+        """The vocabulary in id order (characters or ints; ``<unk>`` last if present)."""
+        items: list[Any] = [chr(int(s)) if self.kind == "char" else int(s) for s in self.symbols]
+        return items + (["<unk>"] if self.unk else [])
+
+    def encode(self, tokens: str | Sequence[int] | np.ndarray) -> np.ndarray:
+        """Tokens (one sequence, no padding) -> the model's ids (N,)."""
+        kind, raw, lengths = _parse(tokens) if len(tokens) else (self.kind, np.zeros(0, int), None)
+        if lengths is not None or kind != self.kind:
+            raise TypeError(f"expected one {self.kind} sequence")
+        return self._encode_raw(raw) if len(raw) else np.zeros(0, dtype=np.int64)
+
+    def decode(self, ids: Iterable[int]) -> str | np.ndarray:
+        """Ids -> a str (character models; <unk> as U+FFFD) or raw ids (<unk> as -2)."""
+        ids = np.asarray(list(ids), dtype=np.int64)
+        n_sym = len(self.symbols)
+        raw = np.where(ids < n_sym, self.symbols[np.minimum(ids, n_sym - 1)], -2)
+        if self.kind == "char":
+            return "".join(chr(int(r)) if r >= 0 else "\ufffd" for r in raw)
+        return raw
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, data: Data) -> NGramLM:
+        """Count every m-gram, m = 1..order, of ``data`` (vectorised); returns self."""
+        kind, raw, lengths = _parse(data)
+        stream, scored = _pad(kind, raw, lengths, self.order)
+        self.kind, self.sequences = kind, lengths is not None
+        self.symbols = np.unique(stream)  # (|V|,) sorted raw symbols
+        self.unk_id = len(self.symbols) if self.unk else -1
+        V = self.vocab_size
+        check_code_range(V, self.order)
+        ids = self._encode_raw(stream)  # (L,)
+        self.raw: list[CountTable] = []
+        for m in range(1, self.order + 1):
+            codes = window_codes(ids, m, V)  # window j ends at position j + m - 1
+            if self.sequences:
+                codes = codes[scored[m - 1 :]]  # only windows whose target is scored
+            self.raw.append(CountTable.from_codes(codes, m, V))
+        # Kneser–Ney's lower orders: N_{1+}(. w) from the types one order up.
+        self.cont: list[CountTable] = [self.raw[m].continuation() for m in range(1, self.order)]
+        return self
+
+    def with_smoothing(
+        self, smoothing: str, k: float = 1.0, discount: float = 0.75
+    ) -> NGramLM:
+        """A copy that shares this model's counts but smooths differently (no refit)."""
+        self._check_fitted()
+        other = NGramLM(self.order, smoothing, k, discount, self.unk, self.context_length)
+        for name in ("kind", "sequences", "symbols", "unk_id", "raw", "cont"):
+            setattr(other, name, getattr(self, name))
+        return other
+
+    def _check_fitted(self) -> None:
+        if self.kind is None:
+            raise RuntimeError("call fit(data) before using the model")
+
+    # ------------------------------------------------------------------ probabilities
+    def _probs(self, ctx: np.ndarray, width: int, tgt: np.ndarray) -> np.ndarray:
+        """P(tgt | ctx) for context codes of ``width`` tokens (an order-(width+1) estimate).
+
+        ctx (N,) base-V codes of the last ``width`` tokens, tgt (N,) ids -> (N,) probabilities.
+        """
+        V, m = self.vocab_size, width + 1
+        if self.smoothing != "kneser_ney":
+            table = self.raw[m - 1]
+            c = table.lookup(ctx * V + tgt).astype(np.float64)
+            total = table.context(ctx)[0].astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                p = (c + self.k) / (total + self.k * V)
+            return np.nan_to_num(p, nan=0.0)  # MLE: an unseen context gives no probability
+        D = self.discount
+        p = np.full(len(tgt), 1.0 / V)
+        for j in range(1, m + 1):  # j-gram level: the last j - 1 context tokens
+            table = self.raw[j - 1] if j == m else self.cont[j - 1]
+            h = ctx % (V ** (j - 1))
+            c = table.lookup(h * V + tgt).astype(np.float64)
+            total, types = (a.astype(np.float64) for a in table.context(h))
+            seen = total > 0
+            safe = np.where(seen, total, 1.0)
+            p = np.where(seen, (np.maximum(c - D, 0.0) + D * types * p) / safe, p)
+        return p
+
+    def _ctx_codes(self, ids: np.ndarray) -> np.ndarray:
+        """Context ids (N, w) -> base-V codes (N,)."""
+        code = np.zeros(ids.shape[0], dtype=np.int64)
+        for j in range(ids.shape[1]):
+            code = code * self.vocab_size + ids[:, j]
+        return code
+
+    def prob(self, context: str | Sequence[int], token: str | int) -> float:
+        """P(token | last order-1 tokens of context); a shorter context uses a lower order."""
+        self._check_fitted()
+        ctx = self.encode(context)[-(self.order - 1) :] if self.order > 1 else np.zeros(0, int)
+        tgt = self.encode([int(token)] if self.kind == "int" else str(token))
+        if len(tgt) != 1:
+            raise ValueError(f"token must be a single token, got {token!r}")
+        return float(self._probs(self._ctx_codes(ctx[None, :]), len(ctx), tgt)[0])
+
+    def distribution(self, context: str | Sequence[int] | np.ndarray) -> np.ndarray:
+        """The next-token distribution after ``context`` (ids or tokens): (V,) probabilities."""
+        self._check_fitted()
+        if isinstance(context, np.ndarray):
+            ids = context.astype(np.int64)
+        else:
+            ids = self.encode(context) if len(context) else np.zeros(0, dtype=np.int64)
+        ids = ids[len(ids) - min(len(ids), self.order - 1) :]
+        V = self.vocab_size
+        code = self._ctx_codes(ids[None, :])
+        return self._probs(np.repeat(code, V), len(ids), np.arange(V))
+
+    # ------------------------------------------------------------------ evaluation
+    def token_nll(self, data: Data) -> np.ndarray:
+        """NLL in nats of every scored token of ``data``: (N_scored,) (inf where P = 0)."""
+        self._check_fitted()
+        ids, scored = self._stream(data)
+        w = self.order - 1
+        if len(ids) <= w or not scored.any():
+            raise ValueError(f"data too short: order {self.order} needs more than {w} tokens")
+        ctx = window_codes(ids[:-1], w, self.vocab_size) if w else np.zeros(len(ids), np.int64)
+        p = self._probs(ctx[: len(ids) - w], w, ids[w:])[scored[w:]]
+        with np.errstate(divide="ignore"):
+            return -np.log(p)
+
+    def cross_entropy(self, data: Data) -> float:
+        """Mean NLL per scored token in nats (``inf`` if any token has probability 0)."""
+        return float(np.mean(self.token_nll(data)))
+
+    def perplexity(self, data: Data) -> float:
+        """exp(cross-entropy): the effective branching factor (``inf`` for an unseen event)."""
+        h = self.cross_entropy(data)
+        return math.exp(h) if h < 700 else math.inf
+
+    def window_nll(self, windows: np.ndarray) -> np.ndarray:
+        """Evaluator protocol: (B, L) ids -> (B, L - 1) NLL of windows[:, 1:] in nats.
+
+        Ids are the model's own (``encode``; for a character model the same as
+        ``CharTokenizer.from_text(train)``). A target with fewer than order - 1 in-window
+        tokens before it is scored by the model's lower-order estimate of that width.
+        """
+        self._check_fitted()
+        windows = np.asarray(windows, dtype=np.int64)
+        if windows.ndim != 2 or windows.shape[1] < 2:
+            raise ValueError(f"windows must be (B, L) with L >= 2, got {windows.shape}")
+        if windows.min() < 0 or windows.max() >= self.vocab_size:
+            raise ValueError(f"ids must lie in [0, {self.vocab_size}) (the model's vocabulary)")
+        B, L = windows.shape
+        w = self.order - 1
+        V = self.vocab_size
+        p = np.empty((B, L - 1))
+        for i in range(1, min(w, L)):  # fewer than w tokens before target i: lower order
+            p[:, i - 1] = self._probs(self._ctx_codes(windows[:, :i]), i, windows[:, i])
+        s = max(w, 1)  # first target with a full context
+        if L > s:
+            code = np.zeros((B, L - s), dtype=np.int64)
+            for j in range(w):  # (B, L - s) codes of the w tokens before each target
+                code = code * V + windows[:, s - w + j : L - w + j]
+            flat = self._probs(code.reshape(-1), w, windows[:, s:].reshape(-1))
+            p[:, s - 1 :] = flat.reshape(B, L - s)
+        with np.errstate(divide="ignore"):
+            return -np.log(p)
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        n: int,
+        rng: np.random.Generator | None = None,
+        temperature: float = 1.0,
+        prompt: str | Sequence[int] | None = None,
+    ) -> str | np.ndarray:
+        """Sample ``n`` tokens after ``prompt`` (not included), P^(1/temperature) renormalised.
+
+        Separate-sequence models start from the begin markers and start afresh after each
+        end marker (written as the boundary, ``"\\n"`` or ``-1``). When a context was never
+        seen, an unsmoothed model backs off to the longest seen suffix.
+        """
+        self._check_fitted()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        rng = rng if rng is not None else np.random.default_rng()
+        w = self.order - 1
+        start = [self._boundary_id()] * w if self.sequences else []
+        ctx = start + (list(self.encode(prompt)) if prompt is not None and len(prompt) else [])
+        out = np.empty(n, dtype=np.int64)
+        for t in range(n):  # sampling is inherently sequential
+            dist = self._next_distribution(np.asarray(ctx[len(ctx) - min(len(ctx), w) :], np.int64))
+            if temperature != 1.0:
+                with np.errstate(divide="ignore"):
+                    logits = np.log(dist) / temperature
+                dist = np.exp(logits - logits.max())
+            cdf = np.cumsum(dist)
+            tok = int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1))
+            out[t] = tok
+            if self.sequences and tok == self._boundary_id():
+                ctx = list(start)
+            else:
+                ctx.append(tok)
+        return self.decode(out)
+
+    def _boundary_id(self) -> int:
+        hit = np.flatnonzero(self.symbols == BOUNDARY[str(self.kind)])
+        return int(hit[0]) if len(hit) else -1
+
+    def _next_distribution(self, ids: np.ndarray) -> np.ndarray:
+        """(w,) context ids -> (V,) distribution; MLE backs off past unseen contexts."""
+        V = self.vocab_size
+        while True:
+            code = self._ctx_codes(ids[None, :])
+            dist = self._probs(np.repeat(code, V), len(ids), np.arange(V))
+            if dist.sum() > 0 or len(ids) == 0:
+                return dist
+            ids = ids[1:]
+
+    def __repr__(self) -> str:
+        return (
+            f"NGramLM(order={self.order}, smoothing={self.smoothing!r}, k={self.k}, "
+            f"discount={self.discount})"
+        )
