@@ -28,67 +28,9 @@ from typing import Any
 import numpy as np
 
 from spiral.ngram.counts import CountTable, check_code_range, window_codes
+from spiral.ngram.sequences import BOUNDARY, Data, pad, parse
 
 SMOOTHINGS = ("none", "add_k", "laplace", "kneser_ney")
-BOUNDARY = {"char": ord("\n"), "int": -1}
-Data = str | np.ndarray | Iterable[Any]
-
-
-def _parse(data: Data) -> tuple[str, np.ndarray, np.ndarray | None]:
-    """data -> (kind 'char'|'int', raw symbols concatenated (N,), lengths (S,) or None)."""
-    if isinstance(data, str):
-        return "char", _codepoints(data), None
-    if isinstance(data, np.ndarray):
-        if data.ndim != 1 or not np.issubdtype(data.dtype, np.integer):
-            raise TypeError(f"an array of ids must be 1-D integers, got {data.dtype} {data.shape}")
-        return "int", data.astype(np.int64), None
-    items = list(data)
-    if items and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in items):
-        return "int", np.asarray(items, dtype=np.int64), None
-    if items and all(isinstance(x, str) for x in items):
-        lengths = np.array([len(x) for x in items], dtype=np.int64)
-        return "char", _codepoints("".join(items)), lengths
-    if items and all(isinstance(x, (list, tuple, np.ndarray)) for x in items):
-        arrays = [np.asarray(x, dtype=np.int64).reshape(-1) for x in items]
-        lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-        return "int", np.concatenate(arrays), lengths
-    if not items:
-        raise ValueError("empty data: need at least one token")
-    raise TypeError(
-        "data must be a str, 1-D integer ids, or an iterable of sequences (str or ids), "
-        f"got items of type {type(items[0]).__name__}"
-    )
-
-
-def _codepoints(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-
-
-def _pad(
-    kind: str, raw: np.ndarray, lengths: np.ndarray | None, order: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Raw symbols -> (stream (L,), scored (L,)): sequences get order-1 begin markers and one
-    end marker each (vectorised, no loop per sequence); a continuous stream is left as is."""
-    n = order
-    if lengths is None:
-        if len(raw) == 0:
-            raise ValueError("empty data: need at least one token")
-        scored = np.ones(len(raw), dtype=bool)
-        scored[: n - 1] = False  # the first n - 1 tokens are context only
-        return raw, scored
-    if np.any(raw == BOUNDARY[kind]):
-        raise ValueError(f"sequences may not contain the boundary marker {BOUNDARY[kind]!r}")
-    padded = lengths + n  # (S,) per sequence: n - 1 begin markers + tokens + 1 end marker
-    starts = np.concatenate([[0], np.cumsum(padded)[:-1]])
-    out = np.full(int(padded.sum()), BOUNDARY[kind], dtype=np.int64)
-    seq_of = np.repeat(np.arange(len(lengths)), lengths)  # (N,) sequence of each token
-    offset = np.arange(len(raw)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    dest = starts[seq_of] + (n - 1) + offset
-    out[dest] = raw
-    scored = np.zeros(len(out), dtype=bool)
-    scored[dest] = True
-    scored[starts + n - 1 + lengths] = True  # the end marker is scored
-    return out, scored
 
 
 class NGramLM:
@@ -146,7 +88,7 @@ class NGramLM:
 
     def _stream(self, data: Data) -> tuple[np.ndarray, np.ndarray]:
         """data -> (ids (L,), scored (L,) bool): the padded id stream and which ids are scored."""
-        kind, raw, lengths = _parse(data)
+        kind, raw, lengths = parse(data)
         if kind != self.kind:
             raise TypeError(f"this model was fit on {self.kind} data, got {kind} data")
         if lengths is not None and not self.sequences:
@@ -154,7 +96,7 @@ class NGramLM:
                 "this model was fit on one continuous sequence, so it has no boundary marker; "
                 "score separate sequences with a model fit on separate sequences"
             )
-        stream, scored = _pad(kind, raw, lengths, self.order)
+        stream, scored = pad(kind, raw, lengths, self.order)
         return self._encode_raw(stream), scored
 
     @property
@@ -170,7 +112,7 @@ class NGramLM:
 
     def encode(self, tokens: str | Sequence[int] | np.ndarray) -> np.ndarray:
         """Tokens (one sequence, no padding) -> the model's ids (N,)."""
-        kind, raw, lengths = _parse(tokens) if len(tokens) else (self.kind, np.zeros(0, int), None)
+        kind, raw, lengths = parse(tokens) if len(tokens) else (self.kind, np.zeros(0, int), None)
         if lengths is not None or kind != self.kind:
             raise TypeError(f"expected one {self.kind} sequence")
         return self._encode_raw(raw) if len(raw) else np.zeros(0, dtype=np.int64)
@@ -187,8 +129,8 @@ class NGramLM:
     # ------------------------------------------------------------------ fitting
     def fit(self, data: Data) -> NGramLM:
         """Count every m-gram, m = 1..order, of ``data`` (vectorised); returns self."""
-        kind, raw, lengths = _parse(data)
-        stream, scored = _pad(kind, raw, lengths, self.order)
+        kind, raw, lengths = parse(data)
+        stream, scored = pad(kind, raw, lengths, self.order)
         self.kind, self.sequences = kind, lengths is not None
         self.symbols = np.unique(stream)  # (|V|,) sorted raw symbols
         self.unk_id = len(self.symbols) if self.unk else -1
