@@ -66,3 +66,8 @@ def test_macros_never_evaluate_code(book):
 def test_other_braces_are_left_alone(book):
     text = "$x^{2}$ and a dict {'a': 1} and {{ not_a_macro }}"
     assert book.render(text) == text
+
+
+def test_macros_in_code_are_shown_not_run(book):
+    text = 'write `{{ result("x", "y") }}` or\n```\n{{ source("nope") }}\n```\nthen {{ result("demo", "loss", ".1f") }}'
+    assert book.render(text) == text.replace('{{ result("demo", "loss", ".1f") }}', "1.2")

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+CODE_RE = re.compile(r"(^[ \t]*(?:```|~~~).*?^[ \t]*(?:```|~~~)[ \t]*$|`[^`\n]+`)", re.S | re.M)
 MACRO_RE = re.compile(r"\{\{\s*(result|table|figure|source)\((.*?)\)\s*\}\}", re.S)
 
 
@@ -149,7 +150,7 @@ class Book:
         calls: dict[str, Callable[..., str]] = {
             "result": self.result,
             "table": self.table,
-            "figure": lambda *a, **k: self.figure(*a, page=page, **k),
+            "figure": lambda *a, **k: self.figure(*a, **{**k, "page": page}),
             "source": self.source,
         }
 
@@ -166,8 +167,14 @@ class Book:
                 return calls[name](*args, **kwargs)
             except MacroError as err:
                 raise MacroError(f"{page}: {err}") from None
+            except TypeError as err:
+                raise MacroError(f"{page}: bad arguments in {m.group(0)!r}: {err}") from None
 
-        return MACRO_RE.sub(sub, markdown)
+        # Macros inside code (fenced blocks, inline spans) are shown, not run.
+        parts = CODE_RE.split(markdown)
+        for i in range(0, len(parts), 2):
+            parts[i] = MACRO_RE.sub(sub, parts[i])
+        return "".join(parts)
 
 
 def resolve_object(dotted: str) -> object:

@@ -225,7 +225,9 @@ def names_makemore_split(source: str | os.PathLike[str] = "names") -> NameSplits
     return NameSplits(words[:n1], words[n1:n2], words[n2:])
 
 
-def get_splits(name: str | os.PathLike[str] = "shakespeare", train_fraction: float = 0.9) -> TextSplits:
+def get_splits(
+    name: str | os.PathLike[str] = "shakespeare", train_fraction: float = 0.9
+) -> TextSplits:
     """The fixed splits of a corpus; any other text file is cut like tiny Shakespeare."""
     key = ALIASES.get(str(name), str(name))
     if key == "names":

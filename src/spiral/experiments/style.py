@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from cycler import cycler
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -22,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 PALETTE = ["#1f4e79", "#c0504d", "#4f8a3c", "#8064a2", "#d9822b", "#2e8b8b", "#7f7f7f"]
 
-RC = {
+RC: Any = {
     "font.family": "DejaVu Sans",
     "font.size": 9,
     "axes.titlesize": 10,
@@ -32,7 +33,7 @@ RC = {
     "axes.edgecolor": "#444444",
     "axes.linewidth": 0.8,
     "axes.grid": False,
-    "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
+    "axes.prop_cycle": cycler(color=PALETTE),
     "xtick.color": "#444444",
     "ytick.color": "#444444",
     "xtick.direction": "out",

@@ -1,0 +1,74 @@
+"""Quality gates: ruff and mypy clean, the README's test command is what CI runs, the CLI
+answers --help everywhere."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spiral.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.foundation
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section)
+
+
+def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one():
+    commands = _readme_commands()
+    assert len(commands) == 2 and all("\n" not in c for c in commands)
+    assert "spiral tour" in commands[0] and "pytest" in commands[1]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert commands[1] in ci.splitlines()
+
+
+def test_ruff_clean():
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff not installed")
+    proc = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_mypy_clean():
+    proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_subcommand_has_help(capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name in sub.choices:  # type: ignore[attr-defined]
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0
+        assert "usage: spiral" in capsys.readouterr().out
+
+
+def test_stages_lists_all_eighteen(capsys):
+    assert main(["stages"]) == 0
+    out = capsys.readouterr().out
+    assert all(re.search(rf"^{n}\s", out, re.M) for n in range(1, 19))
+
+
+def test_run_rejects_bad_stage(capsys):
+    assert main(["run", "nineteen"]) == 2
+    assert "STAGE must be" in capsys.readouterr().err
+
+
+def test_tour_quick_writes_a_report(tmp_path, capsys):
+    assert main(["tour", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "names" in out and "shakespeare" in out and "uniform" in out
+    assert (tmp_path / "tour.md").is_file() and (tmp_path / "tour.json").is_file()
