@@ -46,13 +46,14 @@ class UniformModel:
 class Rung:
     label: str
     stage: int
-    build: Callable[[np.ndarray, int, np.random.Generator], Any]
+    build: Callable[[str, int, np.random.Generator], Any]  # (train text, |V|, rng) -> model
 
 
 def _ngram(order: int, smoothing: str, **kw: Any) -> Callable[..., Any]:
-    def build(train: np.ndarray, vocab_size: int, rng: np.random.Generator) -> Any:
+    def build(train: str, vocab_size: int, rng: np.random.Generator) -> Any:
         from spiral.ngram import NGramLM
 
+        # Fitted on the text, its ids are CharTokenizer.from_text(train)'s (sorted chars).
         return NGramLM(order, smoothing=smoothing, **kw).fit(train)
 
     return build
@@ -106,18 +107,14 @@ def run_tour(quick: bool = False, out: Path | None = None, seed: int = 0) -> dic
     bar = tqdm(total=len(corpora) * len(rungs), desc="spiral tour", unit="model")
     for corpus in corpora:
         splits = data.get_splits(corpus)
-        train_text = splits.train
-        if quick and corpus == "shakespeare":
-            train_text = train_text[:200_000]
-        tok = CharTokenizer.from_text(splits.train + splits.val)
-        train_ids = tok.encode_array(train_text)
+        tok = CharTokenizer.from_text(splits.train)  # V = the training characters
         val_ids = tok.encode_array(splits.val)
         if quick:
             val_ids = val_ids[:20_000]
         for rung in rungs:
             rng = np.random.default_rng(seed)
             t0 = time.perf_counter()
-            model = rung.build(train_ids, tok.vocab_size, rng)
+            model = rung.build(splits.train, tok.vocab_size, rng)
             train_s = time.perf_counter() - t0
             res = evaluate(model, val_ids)
             sample = _sample(model, tok, rng, 80 if corpus == "shakespeare" else 60)
