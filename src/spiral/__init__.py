@@ -12,4 +12,4 @@ __version__ = "0.1.0"
 __all__ = ["__version__"]
 
 # --- public names re-exported by stages (keep one line per stage) ---
-# stage 2: from spiral.autograd import Tensor, no_grad
+from spiral.autograd import Tensor, no_grad  # noqa: E402, F401  (stage 2)

@@ -1,0 +1,77 @@
+"""Allocation hooks: let a memory profiler watch every Tensor's array come and go.
+
+Stage 11's memory profiler needs the live-bytes curve of a training step: activations pile
+up through the forward pass and are released during the backward pass. A hook registered
+here is called as ``hook(event, nbytes, tensor_id)`` with ``event == "alloc"`` when a
+``Tensor`` is created and ``event == "free"`` when it is garbage collected (a
+``weakref.finalize`` callback).
+
+``nbytes`` counts memory the tensor's array owns: a view (``reshape``, ``transpose``, basic
+indexing, ``broadcast_to``, ``detach``) shares its base's buffer and reports 0 bytes, so
+summing ``alloc`` minus ``free`` gives live bytes without double counting.
+
+Cost: when no hook is registered, tensor creation pays one truthiness test of a list.
+
+Chapter: stage 2 (memory cost of stored activations); used by stage 11.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+AllocationHook = Callable[[str, int, int], None]
+
+# The live registry; tensor.py tests `if _HOOKS:` on every tensor it creates.
+_HOOKS: list[AllocationHook] = []
+
+
+class RemovableHandle:
+    """Returned by :func:`register_allocation_hook`; ``handle.remove()`` unregisters."""
+
+    __slots__ = ("_hook",)
+
+    def __init__(self, hook: AllocationHook) -> None:
+        self._hook = hook
+
+    def remove(self) -> None:
+        """Stop calling the hook (idempotent)."""
+        if self._hook in _HOOKS:
+            _HOOKS.remove(self._hook)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def register_allocation_hook(hook: AllocationHook) -> RemovableHandle:
+    """Call ``hook(event, nbytes, tensor_id)`` on every Tensor allocation and free.
+
+    >>> events = []
+    >>> handle = register_allocation_hook(lambda e, n, i: events.append((e, n)))
+    >>> handle.remove()
+    """
+    _HOOKS.append(hook)
+    return RemovableHandle(hook)
+
+
+def _owned_nbytes(array: Any) -> int:
+    """Bytes the array owns (0 for a view of another array's buffer)."""
+    return int(array.nbytes) if array.base is None else 0
+
+
+def _notify_free(nbytes: int, tensor_id: int) -> None:
+    for hook in tuple(_HOOKS):
+        hook("free", nbytes, tensor_id)
+
+
+def notify_alloc(tensor: Any, shared: bool = False) -> None:
+    """Report a new tensor to every hook and arrange the matching ``free`` event."""
+    nbytes = 0 if shared else _owned_nbytes(tensor.data)
+    tensor_id = id(tensor)
+    for hook in tuple(_HOOKS):
+        hook("alloc", nbytes, tensor_id)
+    weakref.finalize(tensor, _notify_free, nbytes, tensor_id)
