@@ -48,6 +48,7 @@ class Value:
     """
 
     __slots__ = ("data", "grad", "_prev", "_local", "_op", "label")
+    label: str  # optional name for drawings; unset until assigned (getattr(v, "label", ""))
 
     def __init__(
         self,

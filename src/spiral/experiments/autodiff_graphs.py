@@ -1,0 +1,148 @@
+"""Computational graphs of a neuron and of a two-layer MLP, drawn with values and gradients.
+
+The neuron is ``o = tanh(x₁w₁ + x₂w₂ + b)``; the MLP is 2 → 3 (ReLU) → 1 with the squared
+error ``L = (ŷ - t)²``. After ``backward()`` every box shows ∂o/∂v (or ∂L/∂v), and the check
+compares every leaf's gradient with a central finite difference in float64, so the picture
+is also a test. Chapter: stage 2, "Computational graphs".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spiral.autograd.graph import draw_graph
+from spiral.autograd.value import Value, graph_size, topological_order
+from spiral.experiments.framework import Experiment
+
+
+@dataclass(frozen=True)
+class Config:
+    hidden: int = 3
+    target: float = 1.0
+    fd_step: float = 1e-6
+
+
+def _leaf(x: float, name: str) -> Value:
+    v = Value(float(x))
+    v.label = name
+    return v
+
+
+def neuron(params: dict[str, float]) -> tuple[Value, list[Value]]:
+    """o = tanh(x₁w₁ + x₂w₂ + b) from named numbers; returns (o, leaves)."""
+    leaves = {k: _leaf(v, k) for k, v in params.items()}
+    n = leaves["x1"] * leaves["w1"] + leaves["x2"] * leaves["w2"] + leaves["b"]
+    n.label = "n"
+    o = n.tanh()
+    o.label = "o = tanh"
+    return o, list(leaves.values())
+
+
+def mlp(params: dict[str, float], hidden: int, target: float) -> tuple[Value, list[Value]]:
+    """L = (ŷ - t)² for a 2 → hidden (ReLU) → 1 network; returns (L, leaves)."""
+    leaves = {k: _leaf(v, k) for k, v in params.items()}
+    hs = []
+    for j in range(hidden):
+        a = leaves["x1"] * leaves[f"W{j}1"] + leaves["x2"] * leaves[f"W{j}2"] + leaves[f"b{j}"]
+        h = a.relu()
+        h.label = f"h{j} = relu"
+        hs.append(h)
+    y = leaves["c"]
+    for j, h in enumerate(hs):
+        y = y + h * leaves[f"v{j}"]
+    y.label = "ŷ"
+    loss = (y - target) ** 2
+    loss.label = "L = (ŷ-t)²"
+    return loss, list(leaves.values())
+
+
+def _numbers(values: list[Value]) -> dict[str, float]:
+    return {str(v.label): float(v.data) for v in values}
+
+
+def _fd_error(build: Any, params: dict[str, float], grads: dict[str, float], h: float) -> float:
+    worst = 0.0
+    for k in params:
+        up, down = dict(params), dict(params)
+        up[k] += h
+        down[k] -= h
+        fd = (build(up)[0].data - build(down)[0].data) / (2 * h)
+        worst = max(worst, abs(fd - grads[k]))
+    return worst
+
+
+def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    p_neuron = {"x1": 2.0, "x2": 0.0, "w1": -3.0, "w2": 1.0,
+                "b": round(float(6.0 + rng.uniform(0.5, 1.0)), 4)}
+    w = rng.normal(0.0, 1.0, size=(config.hidden, 3)).round(3)
+    v = rng.normal(0.0, 1.0, size=config.hidden).round(3)
+    p_mlp = {"x1": 0.5, "x2": -1.0}
+    for j in range(config.hidden):
+        # positive biases keep most ReLUs alive, so the picture shows gradients flowing
+        p_mlp.update({f"W{j}1": w[j, 0], f"W{j}2": w[j, 1], f"b{j}": abs(w[j, 2]) + 0.1,
+                      f"v{j}": v[j]})
+    p_mlp["c"] = 0.1
+    p_mlp = {k: float(x) for k, x in p_mlp.items()}
+    builders = {
+        "neuron": lambda p: neuron(p),
+        "mlp": lambda p: mlp(p, config.hidden, config.target),
+    }
+    for name, params in (("neuron", p_neuron), ("mlp", p_mlp)):
+        root, leaves = builders[name](params)
+        root.backward()
+        grads = {str(leaf.label): leaf.grad for leaf in leaves}
+        nodes, edges = graph_size(root)
+        out[name] = {
+            "params": params,
+            "output": root.data,
+            "grads": grads,
+            "nodes": nodes,
+            "edges": edges,
+            "ops": sum(1 for u in topological_order(root) if u._prev),
+            "max_fd_error": _fd_error(builders[name], params, grads, config.fd_step),
+            "table": {"columns": ["leaf", "value", "gradient"],
+                      "rows": [[k, params[k], round(g, 6)] for k, g in grads.items()]},
+        }
+    out["config_hidden"] = config.hidden
+    out["config_target"] = config.target
+    return out
+
+
+def plot(results: dict[str, Any]) -> dict[str, Any]:
+    o, _ = neuron(results["neuron"]["params"])
+    o.backward()
+    loss, _ = mlp(results["mlp"]["params"], results["config_hidden"], results["config_target"])
+    loss.backward()
+    return {
+        "neuron_graph": draw_graph(o, title="o = tanh(x₁w₁ + x₂w₂ + b): data and ∂o/∂·"),
+        "mlp_graph": draw_graph(loss, title="2-3-1 MLP, L = (ŷ - t)²: data and ∂L/∂·",
+                                fontsize=5.5),
+    }
+
+
+def check(results: dict[str, Any]) -> None:
+    for name in ("neuron", "mlp"):
+        r = results[name]
+        assert r["max_fd_error"] < 1e-6, (name, r["max_fd_error"])
+    n = results["neuron"]
+    # o = tanh(n): ∂o/∂b = 1 - o², and ∂o/∂w₁ = x₁(1 - o²)
+    assert abs(n["grads"]["b"] - (1 - n["output"] ** 2)) < 1e-12
+    assert abs(n["grads"]["w1"] - n["params"]["x1"] * (1 - n["output"] ** 2)) < 1e-12
+    # a leaf that multiplies a zero input gets a zero gradient
+    assert n["grads"]["w2"] == 0.0
+    # the neuron: 5 leaves + 2 products + 2 sums + tanh
+    assert (n["nodes"], n["edges"]) == (10, 9)
+
+
+EXPERIMENT = Experiment(
+    name="autodiff_graphs", stage=2, title="Computational graphs with values and gradients",
+    quick=Config(), full=Config(),
+    run=run, plot=plot, check=check,
+    summary=lambda r: [("neuron nodes", r["neuron"]["nodes"]), ("mlp nodes", r["mlp"]["nodes"]),
+                       ("max |grad - finite diff|", max(r["neuron"]["max_fd_error"],
+                                                         r["mlp"]["max_fd_error"]))],
+)
