@@ -203,17 +203,15 @@ def jacobian_reverse(
     """
     xs = [Value(xi) for xi in x]
     ys = f(xs)
-    primal = derivative = 0
-    counted: set[Value] = set()
+    # the recording runs the whole program once: the same operations as one plain evaluation
+    primal = primal_cost(f, x) if count else 0
+    derivative = 0
     rows = []
     for y in ys:
         for xi in xs:
             xi.grad = 0.0
         if isinstance(y, Value) and count:
-            nodes = topological_order(y)
-            # primal work is shared by all rows: count each interior node once
-            primal += sum(1 for v in nodes if v._prev and v not in counted)
-            counted.update(nodes)
+            nodes = topological_order(y)  # backward visits only the cone of yᵢ
             derivative += sum(len(v._prev) for v in nodes)  # one multiply-add per edge
         if isinstance(y, Value):
             y.backward()  # row i = e_iᵀ J
