@@ -19,7 +19,7 @@ pytestmark = pytest.mark.foundation
 
 def _readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    section = re.split(r"\n#{2,3} ", text.split("## Two commands", 1)[1], maxsplit=1)[0]
     return re.findall(r"```bash\n(.+?)\n```", section)
 
 
