@@ -1,7 +1,9 @@
-"""MkDocs hook: render spiral's chapter macros (result, table, figure, source) on every page."""
+"""MkDocs hooks: render spiral's chapter macros (result, table, figure, source) on every page,
+and list the chapters that exist in the navigation, grouped by spiral."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from spiral.book import Book, MacroError
@@ -9,14 +11,60 @@ from spiral.book import Book, MacroError
 _book: Book | None = None
 
 
+def chapter_nav(docs_dir: Path) -> list[dict[str, Any]]:
+    """One nav section per spiral with the chapters present under docs/stages."""
+    from spiral.stages import SPIRALS, STAGES
+
+    sections: list[dict[str, Any]] = []
+    for number, title in SPIRALS.items():
+        pages = []
+        for s in STAGES:
+            if s.spiral != number:
+                continue
+            folder = docs_dir / "stages" / s.chapter_dir
+            if (folder / "index.md").is_file():
+                pages.append({f"{s.number}. {s.title}": f"stages/{s.chapter_dir}/index.md"})
+        if pages:
+            sections.append({f"Spiral {number}: {title}": pages})
+    return sections
+
+
 def on_config(config: Any) -> Any:
     global _book
     _book = Book(config["docs_dir"])
+    nav = config.get("nav")
+    if nav is not None:
+        at = next((i for i, item in enumerate(nav)
+                   if isinstance(item, dict) and "Appendices" in item), len(nav))
+        nav[at:at] = chapter_nav(Path(config["docs_dir"]))
     return config
+
+
+def stage_map(docs_dir: Path, page_uri: str) -> str:
+    """The 18-stage table, linking the chapters that exist."""
+    import posixpath
+
+    from spiral.stages import SPIRALS, STAGES
+
+    rows = ["| stage | title | spiral | reading time |", "|---:|---|---|---:|"]
+    for s in STAGES:
+        title = s.title
+        if (docs_dir / "stages" / s.chapter_dir / "index.md").is_file():
+            rel = posixpath.relpath(f"stages/{s.chapter_dir}/index.md",
+                                    posixpath.dirname(page_uri) or ".")
+            title = f"[{s.title}]({rel})"
+        else:
+            title += " *(in preparation)*"
+        rows.append(f"| {s.number} | {title} | {SPIRALS[s.spiral]} | {s.reading_minutes} min |")
+    return "\n".join(rows) + "\n"
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     assert _book is not None
+    if "<!-- stage-map -->" in markdown:
+        markdown = markdown.replace(
+            "<!-- stage-map -->", stage_map(Path(config["docs_dir"]), page.file.src_uri)
+        )
     try:
         return _book.render(markdown, page=page.file.src_uri)
     except MacroError as err:
