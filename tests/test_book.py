@@ -35,6 +35,15 @@ def test_mkdocs_build_strict(site):
     assert (site / "foundations" / "index.html").is_file()
 
 
+def test_every_written_chapter_is_in_the_nav_and_the_stage_map(site):
+    index = (site / "index.html").read_text(encoding="utf-8")
+    chapters = sorted(p.parent.name for p in (ROOT / "docs" / "stages").glob("stage-*/index.md"))
+    for name in chapters:
+        assert (site / "stages" / name / "index.html").is_file()
+        assert f'href="stages/{name}/"' in index, f"{name} missing from the stage map or nav"
+    assert index.count("in preparation") == 18 - len(chapters)
+
+
 def test_built_site_references_nothing_on_the_network(site):
     external = re.compile(r"""<(?:script|link|img|iframe|source)\b[^>]*?(?:src|href)=["']?(https?:)?//""", re.I)
     for html in site.rglob("*.html"):
