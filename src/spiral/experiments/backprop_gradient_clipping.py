@@ -117,7 +117,7 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         label = "no clipping" if key == "none" else f"clip at {key}"
         ax.semilogy(x, y, color=PALETTE[i], marker="o" if len(y) < 5 else None)
         label += " (diverged)" if len(y) < n_steps else ""
-        direct_label(ax, x.tolist(), y.tolist(), label, color=PALETTE[i])
+        direct_label(ax, x.tolist(), y.tolist(), label, color=PALETTE[i], dy=6 * (i - 2))
     ax.set_xlabel("SGD step")
     ax.set_ylabel("training MSE (log scale)")
     ax.set_title("An exploding ReLU net, seed 0")

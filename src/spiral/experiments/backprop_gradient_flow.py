@@ -122,7 +122,7 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
             y = results["curves"][f"{arch}_{act}"]
             x = list(range(len(y)))
             ax.semilogy(x, y, color=PALETTE[i])
-            direct_label(ax, x, y, act, color=PALETTE[i])
+            direct_label(ax, x, y, act, color=PALETTE[i], dy=9 * (i - 1))  # labels apart
         ax.set_title(f"{names[arch]}, depth {results['depth']}")
         ax.set_xlabel("layer l (0 = input)")
     axes[0].set_ylabel("mean ‖∂L/∂h_l‖ per example")
