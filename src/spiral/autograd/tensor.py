@@ -221,6 +221,24 @@ def _scatter_add_rows(grad: Any, idx: Any, g: Any) -> None:
     target[sorted_idx[starts]] += xp.add.reduceat(rows[order], starts, axis=0)
 
 
+class _SliceGrad:
+    """The gradient of a basic-indexing op: zeros of ``shape`` except ``grad`` at ``index``.
+
+    Kept unmaterialized so that the pieces of a ``split`` (q, k, v) fill one array in place
+    instead of each allocating a full-size array of zeros that the engine then adds up.
+    """
+
+    __slots__ = ("index", "grad", "shape")
+
+    def __init__(self, index: Any, grad: Any, shape: tuple[builtins.int, ...]) -> None:
+        self.index, self.grad, self.shape = index, grad, shape
+
+    def materialize(self) -> Any:
+        out = xp.zeros(self.shape, dtype=self.grad.dtype)
+        out[self.index] = self.grad
+        return out
+
+
 class MaxResult(NamedTuple):
     """``(values, indices)`` returned by ``Tensor.max(dim)`` / ``min(dim)``, as in torch."""
 
@@ -915,8 +933,10 @@ class Tensor:
         basic = _is_basic_index(idx)
 
         def _index_backward(g: Any) -> tuple[Any, ...]:
+            if basic:  # a slice of zeros; the engine places it only when it must
+                return (_SliceGrad(idx, g, shape),)
             grad = xp.zeros(shape, dtype=g.dtype)
-            if basic or (isinstance(idx, _ndarray) and idx.dtype.kind == "b"):
+            if (isinstance(idx, _ndarray) and idx.dtype.kind == "b"):
                 grad[idx] = g  # each element picked at most once
             elif isinstance(idx, _ndarray) and idx.dtype.kind in "iu":
                 _scatter_add_rows(grad, idx, g)  # embedding lookup
@@ -1000,17 +1020,26 @@ def _run_backward(root: Tensor, gradient: Any, retain_graph: bool) -> None:
                 stack.append((p, False))
 
     grads: dict[int, Any] = {id(root): gradient}
+    # ids of gradient arrays the engine allocated itself and that sit in `grads` exactly once:
+    # those may be updated in place or handed to a leaf without a copy.
+    owned: set[int] = set()
     for node in reversed(topo):
         g = grads.pop(id(node), None)
+        if g is not None:
+            if type(g) is _SliceGrad:
+                g = g.materialize()
+                owned.add(id(g))
+            fresh = id(g) in owned
+            owned.discard(id(g))
         backward = node._backward
-        if backward is None:  # a leaf: accumulate into .grad (a private copy the first time)
+        if backward is None:  # a leaf: accumulate into .grad
             if g is not None:
                 if g.dtype != node.data.dtype:
-                    g = g.astype(node.data.dtype)
+                    g, fresh = g.astype(node.data.dtype), True
                 if node.grad is None:
-                    # always a private copy: g may be shared with another leaf, be a view,
-                    # or be an array the caller still owns
-                    node.grad = g.copy()
+                    # a private array: g may be shared with another leaf, be a view,
+                    # or be an array that a Function or the caller still holds
+                    node.grad = g if fresh else g.copy()
                 else:
                     node.grad = node.grad + g
             continue
@@ -1027,7 +1056,31 @@ def _run_backward(root: Tensor, gradient: Any, retain_graph: bool) -> None:
                 continue
             k = id(p)
             prev = grads.get(k)
-            grads[k] = pg if prev is None else prev + pg
+            if prev is None:
+                grads[k] = pg
+                continue
+            # a second consumer: sum the gradients (in place when the engine owns `prev`)
+            if id(prev) in owned:
+                owned.discard(id(prev))  # re-added below; its id must not outlive it
+                mine = True
+            else:
+                mine = False
+            if type(pg) is _SliceGrad:
+                if type(prev) is _SliceGrad:
+                    prev = prev.materialize()
+                elif not mine:
+                    prev = prev.copy()
+                prev[pg.index] += pg.grad
+            elif type(prev) is _SliceGrad:
+                acc = pg.copy()
+                acc[prev.index] += prev.grad
+                prev = acc
+            elif mine:
+                prev += pg
+            else:
+                prev = prev + pg
+            owned.add(id(prev))
+            grads[k] = prev
 
 
 # --------------------------------------------------------------------------- functions
