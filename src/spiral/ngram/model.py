@@ -228,6 +228,19 @@ class NGramLM:
         with np.errstate(divide="ignore"):
             return -np.log(p)
 
+    def event_counts(self, data: Data) -> tuple[np.ndarray, np.ndarray]:
+        """Training counts of each scored token's n-gram and of its context: 2x (N_scored,).
+
+        A zero in the first array is an n-gram never seen in training (MLE gives it P = 0).
+        """
+        self._check_fitted()
+        ids, scored = self._stream(data)
+        w, V = self.order - 1, self.vocab_size
+        ctx = window_codes(ids[:-1], w, V)[: len(ids) - w] if w else np.zeros(len(ids), np.int64)
+        ctx = ctx[scored[w:]]
+        table = self.raw[-1]
+        return table.lookup(ctx * V + ids[w:][scored[w:]]), table.context(ctx)[0]
+
     def cross_entropy(self, data: Data) -> float:
         """Mean NLL per scored token in nats (``inf`` if any token has probability 0)."""
         return float(np.mean(self.token_nll(data)))
