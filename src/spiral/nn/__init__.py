@@ -20,3 +20,11 @@ from spiral.nn.module import Module, ModuleList, Parameter, Sequential, param_gr
 
 __all__ += ["GELU", "ReLU", "SiLU", "SwiGLU", "Swish", "Tanh", "Dropout", "Embedding", "Linear",
             "Module", "ModuleList", "Parameter", "Sequential", "param_groups"]
+
+# --- stage 6: initialization, normalization, residual blocks ---
+from spiral.nn import init  # noqa: E402
+from spiral.nn.norm import BatchNorm1d, LayerNorm, RMSNorm  # noqa: E402
+from spiral.nn.residual import FeedForward, PostLNBlock, PreLNBlock, ResidualMLP  # noqa: E402
+
+__all__ += ["init", "BatchNorm1d", "LayerNorm", "RMSNorm", "FeedForward", "PostLNBlock",
+            "PreLNBlock", "ResidualMLP"]
