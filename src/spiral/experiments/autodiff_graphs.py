@@ -112,12 +112,40 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     return out
 
 
+def backward_snapshots(root: Value) -> list[dict[Value, float]]:
+    """Every node's .grad after each step of the backward sweep (step 0: only ∂root/∂root)."""
+    order = topological_order(root)
+    for v in order:
+        v.grad = 0.0
+    root.grad = 1.0
+    snaps = [{v: v.grad for v in order}]
+    for v in reversed(order):  # the same sweep as Value.backward, one node at a time
+        if not v._prev:
+            continue
+        for p, d in zip(v._prev, v._local):
+            p.grad += d * v.grad
+        snaps.append({u: u.grad for u in order})
+    return snaps
+
+
 def plot(results: dict[str, Any]) -> dict[str, Any]:
     o, _ = neuron(results["neuron"]["params"])
     o.backward()
     loss, _ = mlp(results["mlp"]["params"], results["config_hidden"], results["config_target"])
     loss.backward()
+    from spiral.experiments.style import new_figure
+
+    o2, _ = neuron(results["neuron"]["params"])
+    snaps = backward_snapshots(o2)
+    picks = [0, 1, 2, len(snaps) - 1]
+    flow, axes = new_figure(2, 2, width=9.0, height=6.0)
+    for ax, k in zip(axes.flat, picks):
+        for v, g in snaps[k].items():
+            v.grad = g
+        draw_graph(o2, ax=ax, title=f"after {k} backward step{'s' if k != 1 else ''}",
+                   fontsize=5.5)
     return {
+        "gradient_flow": flow,
         "neuron_graph": draw_graph(o, title="o = tanh(x₁w₁ + x₂w₂ + b): data and ∂o/∂·"),
         "mlp_graph": draw_graph(loss, title="2-3-1 MLP, L = (ŷ - t)²: data and ∂L/∂·",
                                 fontsize=5.5),
@@ -136,6 +164,10 @@ def check(results: dict[str, Any]) -> None:
     assert n["grads"]["w2"] == 0.0
     # the neuron: 5 leaves + 2 products + 2 sums + tanh
     assert (n["nodes"], n["edges"]) == (10, 9)
+    # the step-by-step sweep ends where backward() ends
+    o, leaves = neuron(n["params"])
+    final = backward_snapshots(o)[-1]
+    assert all(abs(final[leaf] - n["grads"][str(leaf.label)]) < 1e-15 for leaf in leaves)
 
 
 EXPERIMENT = Experiment(

@@ -154,7 +154,13 @@ def _fit(xs: list[int], ys: list[int]) -> dict[str, float]:
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
-    step = training_step(config, rng)
+    try:  # one BLAS thread: two threads on a shared two-core machine stall unpredictably
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):
+            step = training_step(config, rng)
+    except ImportError:  # pragma: no cover - threadpoolctl ships with the test extra
+        step = training_step(config, rng)
     by_depth = {mode: [peak_activations(config.d_model, d, config.batch, rng, mode == "train")
                        for d in config.depths] for mode in ("train", "no_grad")}
     by_width = {mode: [peak_activations(w, config.depth, config.batch, rng, mode == "train")
