@@ -76,8 +76,8 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     ex = out["examples"]
     out["examples_table"] = {
         "columns": ["word", f"BPE {config.example_vocab}", f"Unigram {config.example_vocab}"],
-        "rows": [[w, " | ".join(t.replace(" ", "·") for t in ex["BPE"][w]),
-                  " | ".join(t.replace(" ", "·") for t in ex["Unigram"][w])] for w in EXAMPLES]
+        "rows": [[w, " + ".join(t.replace(" ", "·") for t in ex["BPE"][w]),
+                  " + ".join(t.replace(" ", "·") for t in ex["Unigram"][w])] for w in EXAMPLES]
         if ex else [],
     }
     return out
