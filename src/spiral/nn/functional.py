@@ -286,7 +286,8 @@ def composed_layer_norm(input: Tensor, normalized_shape: int | tuple[int, ...] |
 def composed_gelu(input: Tensor, approximate: str = "tanh") -> Tensor:
     """Only the tanh form composes: the engine has no erf primitive (the exact form is fused)."""
     if approximate != "tanh":
-        raise NotImplementedError("the exact GELU needs erf, which stage 2 does not provide")
+        raise ValueError("composed_gelu: only approximate='tanh' composes from stage-2 primitives "
+                         "(the exact form needs erf, which the engine does not have)")
     inner = math.sqrt(2.0 / math.pi) * (input + 0.044715 * (input * input * input))
     return 0.5 * input * (1.0 + inner.tanh())
 
@@ -296,7 +297,7 @@ def composed_scaled_dot_product_attention(
     is_causal: bool = False, scale: float | None = None
 ) -> Tensor:
     if dropout_p:
-        raise NotImplementedError("the composed reference has no dropout")
+        raise ValueError("composed attention is the dropout-free reference; use dropout_p=0")
     mask = _additive_mask(attn_mask, is_causal, query.shape[-2], key.shape[-2], query.dtype)
     s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     scores = (query @ key.transpose(-2, -1)) * s  # (..., L, E) @ (..., E, S) -> (..., L, S)
