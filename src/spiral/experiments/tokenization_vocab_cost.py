@@ -11,7 +11,11 @@ that the tokenizer turns into ``n = W / c`` tokens (``c`` = measured bytes per t
   quadratic in ``n``, so halving the token count quarters it.
 
 Bigger vocabularies shorten sequences (``c`` grows) but widen the softmax; the total per
-byte has a minimum whose location grows with ``d_model * n_layers``. Also measured: how
+byte has a minimum whose location grows with ``d_model * n_layers``. With the measured
+compression fitted as ``c(V) = a + b ln V``, setting the derivative of the per-byte total
+to zero gives ``V* = b L (12 d c + 4 W) / (c (c - b))`` at ``c = c(V*)`` (solved by
+fixed-point iteration); the experiment stores both the fit's prediction and the sweep's
+measured minimum. Also measured: how
 many training occurrences each token gets (rare tokens get few gradient updates).
 
 The trained-model half of this trade-off (bits per character of small GPTs at several
@@ -61,6 +65,16 @@ def costs(bytes_per_token: float, vocab_size: int, d_model: int, n_layers: int,
     }
 
 
+def predicted_best_vocab(a: float, b: float, d_model: int, n_layers: int,
+                         window_bytes: int) -> float:
+    """Stationary point of FLOPs per byte when ``c(V) = a + b ln V`` (fixed-point iteration)."""
+    v = 4096.0
+    for _ in range(200):
+        c = a + b * np.log(v)
+        v = b * n_layers * (12 * d_model * c + 4 * window_bytes) / (c * (c - b))
+    return float(v)
+
+
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     from spiral.tokenizers.bpe import BPETokenizer
 
@@ -86,6 +100,11 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     for name, _, _ in MODELS:
         totals = [e["models"][name]["total_flops_per_byte"] for e in sweep]
         best[name] = sweep[int(np.argmin(totals))]["vocab_size"]
+    # Least-squares fit of the measured compression, c(V) = a + b ln V.
+    b_fit, a_fit = np.polyfit(np.log([e["vocab_size"] for e in sweep]),
+                              [e["bytes_per_token"] for e in sweep], 1)
+    predicted = {name: predicted_best_vocab(a_fit, b_fit, d, n_layers, config.window_bytes)
+                 for name, d, n_layers in MODELS}
     small = MODELS[0][0]
     rows = []
     for e in sweep:
@@ -102,6 +121,8 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
         "sweep": sweep,
         "by_vocab": {str(e["vocab_size"]): e for e in sweep},
         "best_vocab": best,
+        "fit": {"a": float(a_fit), "b": float(b_fit)},
+        "predicted_best_vocab": predicted,
         "table": {
             "columns": ["vocab size", "bytes/token", f"tokens per {config.window_bytes} B",
                         "embedding MiB (fp32)", "softmax MFLOP/byte", "attention MFLOP/byte",
