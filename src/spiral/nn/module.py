@@ -211,9 +211,10 @@ class Module:
                 targets[f"{mname}.{pname}" if mname else pname] = (m, pname, True)
             for bname in m._buffers:
                 targets[f"{mname}.{bname}" if mname else bname] = (m, bname, False)
-        for key, value in state.items():
-            if key not in own:
+        for key in own:  # the model's order, so errors name the first mismatching layer
+            if key not in state:
                 continue
+            value = state[key]
             arr = np.asarray(value.data if isinstance(value, Tensor) else value)
             if arr.shape != own[key].shape:
                 raise ValueError(

@@ -1,0 +1,184 @@
+"""The training loop every model of the book shares.
+
+One optimizer step on a batch of B windows of T tokens, with gradient accumulation over
+``grad_accum`` micro-batches:
+
+    L = (1/A) Σ_{a=1}^{A} CE(model(x_a), y_a)        (each micro-loss divided by A, so the
+                                                     accumulated gradient is the mean's)
+    g ← clip(∇L, max_norm);  lr ← base_lr · schedule(step);  θ ← optimizer(θ, g)
+
+Every ``eval_interval`` steps the loop scores the model with the shared evaluator
+(:func:`spiral.evaluate.evaluate`) on a fixed prefix of the validation stream
+(``eval_tokens`` tokens: a cheap, deterministic estimate) and appends one JSON object
+``{"step", "train_loss", "val_loss", "lr", "tokens_per_s"}`` to ``metrics.jsonl``;
+``train_loss`` is the mean training loss of the steps since the previous evaluation. The
+final evaluation, on the whole validation split, is the number to report.
+
+All randomness (batches, dropout) comes from ONE ``np.random.Generator``; checkpoints save
+its state, so a resumed run continues bit-identically (tested).
+Chapter: stage 4 (the training toolkit).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spiral.data import sample_batch
+from spiral.evaluate import evaluate
+from spiral.nn import functional as F
+from spiral.nn.module import Module
+from spiral.optim import clip_grad_norm_
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How long and how to train (model sizes live in the model's own config)."""
+
+    max_steps: int = 2000
+    batch_size: int = 32          # windows per micro-batch
+    seq_len: int = 64             # tokens per training window
+    grad_accum: int = 1           # micro-batches per optimizer step
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1     # cosine schedule decays to lr · min_lr_ratio
+    warmup_steps: int = 50
+    schedule: str = "cosine"      # cosine | constant
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0        # max global gradient norm (0 = off)
+    eval_interval: int = 250
+    eval_tokens: int = 20_000     # validation tokens scored at each periodic evaluation
+    checkpoint_interval: int = 0  # 0 = only at the end (when an out dir is given)
+    seed: int = 0
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lr_multiplier(config: TrainConfig) -> Callable[[int], float]:
+    """Linear warmup then cosine decay to ``min_lr_ratio`` (or constant): step -> factor."""
+
+    def factor(step: int) -> float:
+        if config.warmup_steps and step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.schedule == "constant":
+            return 1.0
+        if config.schedule != "cosine":
+            raise ValueError(f"unknown schedule {config.schedule!r}")
+        span = max(1, config.max_steps - config.warmup_steps)
+        progress = min(1.0, (step - config.warmup_steps) / span)
+        cos = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cos
+
+    return factor
+
+
+@dataclass
+class TrainState:
+    """What changes during training (and what a checkpoint restores)."""
+
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def loss_on_batch(model: Module, x: np.ndarray, y: np.ndarray) -> Any:
+    """Mean next-token cross-entropy of a (B, T) batch: model(x) (B, T, V) against y (B, T)."""
+    return F.cross_entropy(model(x), y)
+
+
+def train(
+    model: Module,
+    optimizer: Any,
+    train_ids: np.ndarray,
+    val_ids: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    *,
+    out_dir: str | Path | None = None,
+    state: TrainState | None = None,
+    schedule: Callable[[int], float] | None = None,
+    checkpoint_meta: dict[str, Any] | None = None,
+    until: int | None = None,
+) -> TrainState:
+    """Train ``model`` for ``config.max_steps`` optimizer steps (continuing from ``state``).
+
+    ``schedule(step)`` multiplies each group's base lr (default: :func:`lr_multiplier`).
+    With ``out_dir``, metrics go to ``out_dir/metrics.jsonl`` and checkpoints to
+    ``out_dir/checkpoint.safetensors`` (model, optimizer, step, rng, ``checkpoint_meta``).
+    ``until`` stops early after that step (as an interruption would); the schedule still
+    follows ``config.max_steps``.
+    """
+    from tqdm import tqdm
+
+    from spiral import checkpoint
+
+    state = state or TrainState()
+    schedule = schedule or lr_multiplier(config)
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    params = list(model.parameters())
+    tokens_per_step = config.batch_size * config.seq_len * config.grad_accum
+    losses: list[float] = []
+    t_last = time.perf_counter()
+    steps_since = 0
+    bar = tqdm(total=config.max_steps, initial=state.step, disable=not config.progress,
+               desc="train", unit="step", dynamic_ncols=True)
+    model.train()
+    stop = config.max_steps if until is None else min(until, config.max_steps)
+    while state.step < stop:
+        factor = schedule(state.step)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        total = 0.0
+        for _ in range(config.grad_accum):
+            x, y = sample_batch(train_ids, config.batch_size, config.seq_len, rng)
+            loss = loss_on_batch(model, x, y)
+            (loss / config.grad_accum).backward()  # mean over micro-batches, not their sum
+            total += float(loss.item()) / config.grad_accum
+        if config.grad_clip > 0:
+            clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad()
+        state.step += 1
+        steps_since += 1
+        losses.append(total)
+        bar.update()
+        last = state.step == config.max_steps
+        if state.step % config.eval_interval == 0 or last:
+            val_tokens = val_ids if last else val_ids[: config.eval_tokens]
+            val = evaluate(model, val_tokens).nats  # type: ignore[arg-type]
+            elapsed = time.perf_counter() - t_last
+            record = {
+                "step": state.step,
+                "train_loss": float(np.mean(losses)),
+                "val_loss": float(val),
+                "lr": float(optimizer.param_groups[0]["lr"]),
+                "tokens_per_s": tokens_per_step * steps_since / max(elapsed, 1e-9),
+            }
+            if last:
+                record["val_full"] = True
+            state.history.append(record)
+            bar.set_postfix(train=f"{record['train_loss']:.3f}", val=f"{val:.3f}")
+            if out is not None:
+                with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            losses, steps_since = [], 0
+            model.train()
+            every = config.checkpoint_interval
+            if out is not None and (last or (every and state.step % every == 0)):
+                checkpoint.save(out / "checkpoint.safetensors", model, optimizer,
+                                step=state.step, rng=rng, meta=checkpoint_meta or {},
+                                history=state.history)
+            t_last = time.perf_counter()
+    bar.close()
+    return state

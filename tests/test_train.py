@@ -1,0 +1,127 @@
+"""The shared training loop: a golden run against torch, accumulation, metrics, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spiral import checkpoint
+from spiral.data import sample_batch
+from spiral.evaluate import windows_of
+from spiral.models import MLPConfig, MLPLanguageModel
+from spiral.nn import param_groups
+from spiral.optim import AdamW
+from spiral.train import TrainConfig, TrainState, lr_multiplier, train
+
+pytestmark = pytest.mark.stage4
+
+V = 9
+STREAM = np.random.default_rng(123).integers(0, V, 3000)
+TRAIN, VAL = STREAM[:2500], STREAM[2500:2700]
+
+
+def make(seed: int = 0, dtype: type = np.float64, dropout: float = 0.0
+         ) -> tuple[MLPLanguageModel, AdamW, np.random.Generator]:
+    rng = np.random.default_rng(seed)
+    cfg = MLPConfig(vocab_size=V, n_context=3, d_embed=4, d_hidden=16, n_layers=2,
+                    dropout=dropout, context_length=32)
+    model = MLPLanguageModel(cfg, rng=rng, dtype=dtype)
+    opt = AdamW(param_groups(model, 0.1), lr=1e-2)
+    return model, opt, rng
+
+
+CFG = TrainConfig(max_steps=6, batch_size=4, seq_len=8, lr=1e-2, warmup_steps=2,
+                  eval_interval=1, eval_tokens=200, grad_clip=0.5, progress=False)
+
+
+def test_golden_losses_match_torch_with_copied_weights() -> None:
+    torch = pytest.importorskip("torch")
+    model, opt, rng = make()
+    sd = {k: torch.tensor(v, requires_grad=True) for k, v in model.state_dict().items()}
+    state = train(model, opt, TRAIN, VAL, CFG, rng)
+
+    decay = [sd[k] for k in ("hidden.0.weight", "hidden.1.weight", "head.weight")]
+    keep = [p for k, p in sd.items() if k not in ("hidden.0.weight", "hidden.1.weight",
+                                                   "head.weight")]
+    topt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                              {"params": keep, "weight_decay": 0.0}], lr=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(topt, lr_multiplier(CFG))
+
+    def torch_logits(x: np.ndarray) -> torch.Tensor:
+        ctx = torch.from_numpy(np.ascontiguousarray(model.contexts(x)))
+        h = sd["embedding.weight"][ctx].reshape(*x.shape, -1)
+        for i in range(2):
+            h = torch.tanh(h @ sd[f"hidden.{i}.weight"].T + sd[f"hidden.{i}.bias"])
+        return h @ sd["head.weight"].T + sd["head.bias"]
+
+    batch_rng = np.random.default_rng(0)
+    MLPLanguageModel(model.config, rng=batch_rng, dtype=np.float64)  # same draws as make()
+    for record in state.history:
+        x, y = sample_batch(TRAIN, CFG.batch_size, CFG.seq_len, batch_rng)
+        loss = torch.nn.functional.cross_entropy(torch_logits(x).reshape(-1, V),
+                                                 torch.from_numpy(y).reshape(-1))
+        topt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(sd.values()), CFG.grad_clip)
+        topt.step()
+        sched.step()
+        with torch.no_grad():  # the evaluator's windows, scored by the torch copy
+            nll = [torch.nn.functional.cross_entropy(
+                torch_logits(w[:, :-1]).reshape(-1, V), torch.from_numpy(w[:, 1:]).reshape(-1),
+                reduction="sum").item() for w in windows_of(VAL, 32)]
+        assert record["train_loss"] == pytest.approx(loss.item(), abs=1e-10)
+        assert record["val_loss"] == pytest.approx(sum(nll) / (len(VAL) - 1), abs=1e-10)
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(p.data, sd[name].detach().numpy(), atol=1e-10, err_msg=name)
+
+
+def test_gradient_accumulation_equals_one_big_batch() -> None:
+    # 2 micro-batches of 4 == 1 batch of 8 when the batches hold the same windows
+    a_model, a_opt, a_rng = make(seed=1)
+    b_model, b_opt, b_rng = make(seed=1)
+    cfg_a = TrainConfig(max_steps=3, batch_size=4, seq_len=8, grad_accum=2, eval_interval=3,
+                        eval_tokens=100, progress=False, warmup_steps=0)
+    cfg_b = TrainConfig(max_steps=3, batch_size=8, seq_len=8, grad_accum=1, eval_interval=3,
+                        eval_tokens=100, progress=False, warmup_steps=0)
+    # (two draws of 4 window starts give the same numbers as one draw of 8)
+    train(a_model, a_opt, TRAIN, VAL, cfg_a, a_rng)
+    train(b_model, b_opt, TRAIN, VAL, cfg_b, b_rng)
+    for (name, p), q in zip(a_model.named_parameters(), b_model.parameters()):
+        np.testing.assert_allclose(p.data, q.data, atol=1e-10, err_msg=name)
+
+
+def test_metrics_jsonl_and_run_files(tmp_path: Path) -> None:
+    model, opt, rng = make(dtype=np.float32)
+    cfg = TrainConfig(max_steps=5, batch_size=4, seq_len=8, eval_interval=2, eval_tokens=100,
+                      progress=False)
+    train(model, opt, TRAIN, VAL, cfg, rng, out_dir=tmp_path)
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [2, 4, 5]
+    for r in lines:
+        assert {"step", "train_loss", "val_loss", "lr", "tokens_per_s"} <= set(r)
+        assert np.isfinite(r["val_loss"]) and r["tokens_per_s"] > 0
+    assert (tmp_path / "checkpoint.safetensors").is_file()
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_resume_is_bit_identical(tmp_path: Path, dropout: float) -> None:
+    cfg = TrainConfig(max_steps=8, batch_size=4, seq_len=8, eval_interval=2, eval_tokens=100,
+                      checkpoint_interval=4, progress=False)
+    full_model, full_opt, full_rng = make(seed=3, dtype=np.float32, dropout=dropout)
+    full = train(full_model, full_opt, TRAIN, VAL, cfg, full_rng, out_dir=tmp_path / "a")
+
+    m1, o1, r1 = make(seed=3, dtype=np.float32, dropout=dropout)
+    train(m1, o1, TRAIN, VAL, cfg, r1, out_dir=tmp_path / "b", until=4)  # "interrupted"
+    m2, o2, r2 = make(seed=99, dtype=np.float32, dropout=dropout)  # a fresh process
+    header = checkpoint.load(tmp_path / "b" / "checkpoint.safetensors", m2, o2, r2)
+    assert header["step"] == 4
+    state = TrainState(step=header["step"], history=header["history"])
+    resumed = train(m2, o2, TRAIN, VAL, cfg, r2, out_dir=tmp_path / "b", state=state)
+    for (name, p), q in zip(full_model.named_parameters(), m2.parameters()):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+    strip = [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in full.history]
+    assert strip == [{k: v for k, v in r.items() if k != "tokens_per_s"}
+                     for r in resumed.history]
