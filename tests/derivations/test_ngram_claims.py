@@ -202,6 +202,7 @@ def test_laplace_agrees_with_nltk_on_the_names_split():
     np.testing.assert_allclose(ours.token_nll(s.val[:500]), ref, rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_laplace_agrees_with_nltk_on_shakespeare():
     """A continuous stream: the first order-1 characters are context only, as in nltk."""
     from spiral import data

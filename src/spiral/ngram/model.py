@@ -68,12 +68,24 @@ class NGramLM:
         self.context_length = int(context_length)  # the evaluator's window length
         self.kind: str | None = None
         self.sequences = False
+        self.symbols = np.zeros(0, dtype=np.int64)  # (|V|,) sorted raw symbols, set by fit
+        self.unk_id = -1
+        self._lut: np.ndarray | None = None  # raw symbol - symbols[0] -> id
 
     # ------------------------------------------------------------------ vocabulary
     def _encode_raw(self, raw: np.ndarray) -> np.ndarray:
         """Raw symbols (N,) -> ids (N,); unknown symbols are an error or ``<unk>``."""
-        pos = np.minimum(np.searchsorted(self.symbols, raw), len(self.symbols) - 1)
-        bad = self.symbols[pos] != raw
+        lo, span = int(self.symbols[0]), int(self.symbols[-1]) - int(self.symbols[0]) + 1
+        if span <= 1 << 21:  # a dense lookup table: one gather per token
+            if self._lut is None:
+                self._lut = np.full(span, -1, dtype=np.int64)
+                self._lut[self.symbols - lo] = np.arange(len(self.symbols))
+            inside = (raw >= lo) & (raw < lo + span)
+            pos = np.where(inside, self._lut[np.clip(raw - lo, 0, span - 1)], -1)
+            bad = pos < 0
+        else:
+            pos = np.minimum(np.searchsorted(self.symbols, raw), len(self.symbols) - 1)
+            bad = self.symbols[pos] != raw
         if bad.any():
             if not self.unk:
                 first = raw[np.argmax(bad)]
@@ -128,24 +140,61 @@ class NGramLM:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, data: Data) -> NGramLM:
-        """Count every m-gram, m = 1..order, of ``data`` (vectorised); returns self."""
+        """Count every n-gram of ``data`` (vectorised); returns self.
+
+        Lower orders (for Kneser–Ney and for short contexts) are derived from these counts
+        on first use, by summing over the leading tokens.
+        """
         kind, raw, lengths = parse(data)
         stream, scored = pad(kind, raw, lengths, self.order)
         self.kind, self.sequences = kind, lengths is not None
-        self.symbols = np.unique(stream)  # (|V|,) sorted raw symbols
+        if kind == "char":  # codepoints are small: bincount beats a sort
+            self.symbols = np.flatnonzero(np.bincount(stream)).astype(np.int64)
+        else:
+            self.symbols = np.unique(stream)  # (|V|,) sorted raw symbols
+        self._lut = None
         self.unk_id = len(self.symbols) if self.unk else -1
-        V = self.vocab_size
-        check_code_range(V, self.order)
+        V, n = self.vocab_size, self.order
+        check_code_range(V, n)
         ids = self._encode_raw(stream)  # (L,)
-        self.raw: list[CountTable] = []
-        for m in range(1, self.order + 1):
-            codes = window_codes(ids, m, V)  # window j ends at position j + m - 1
-            if self.sequences:
-                codes = codes[scored[m - 1 :]]  # only windows whose target is scored
-            self.raw.append(CountTable.from_codes(codes, m, V))
-        # Kneser–Ney's lower orders: N_{1+}(. w) from the types one order up.
-        self.cont: list[CountTable] = [self.raw[m].continuation() for m in range(1, self.order)]
+        codes = window_codes(ids, n, V)  # window j ends at position j + n - 1
+        if self.sequences:
+            codes = codes[scored[n - 1 :]]  # only windows whose target is scored
+        self._tables: dict[int, CountTable] = {n: CountTable.from_codes(codes, n, V)}
+        self._cont: dict[int, CountTable] = {}
+        # a continuous stream's first n - 1 tokens end m-grams that no n-gram contains
+        self._head = np.zeros(0, np.int64) if self.sequences else ids[: n - 1]
         return self
+
+    def table(self, m: int) -> CountTable:
+        """Counts of the m-grams (1 <= m <= order) of the training data."""
+        self._check_fitted()
+        if not 1 <= m <= self.order:
+            raise ValueError(f"m must be in 1..{self.order}, got {m}")
+        if m not in self._tables:
+            top = self._tables[self.order]
+            V = self.vocab_size
+            edge = window_codes(self._head, m, V)  # (n - m,) or empty
+            codes = np.concatenate([top.codes % V**m, edge])
+            weights = np.concatenate([top.counts, np.ones(len(edge), np.int64)])
+            self._tables[m] = CountTable.from_weighted(codes, weights, m, V)
+        return self._tables[m]
+
+    def continuation_table(self, m: int) -> CountTable:
+        """Kneser–Ney's continuation counts N_{1+}(. w) of the m-grams (1 <= m < order)."""
+        if m not in self._cont:
+            self._cont[m] = self.table(m + 1).continuation()
+        return self._cont[m]
+
+    @property
+    def raw(self) -> list[CountTable]:
+        """Count tables of every order 1..order."""
+        return [self.table(m) for m in range(1, self.order + 1)]
+
+    @property
+    def cont(self) -> list[CountTable]:
+        """Continuation-count tables of every order 1..order-1."""
+        return [self.continuation_table(m) for m in range(1, self.order)]
 
     def with_smoothing(
         self, smoothing: str, k: float = 1.0, discount: float = 0.75
@@ -153,7 +202,8 @@ class NGramLM:
         """A copy that shares this model's counts but smooths differently (no refit)."""
         self._check_fitted()
         other = NGramLM(self.order, smoothing, k, discount, self.unk, self.context_length)
-        for name in ("kind", "sequences", "symbols", "unk_id", "raw", "cont"):
+        for name in ("kind", "sequences", "symbols", "unk_id", "_tables", "_cont", "_head",
+                     "_lut"):
             setattr(other, name, getattr(self, name))
         return other
 
@@ -169,7 +219,7 @@ class NGramLM:
         """
         V, m = self.vocab_size, width + 1
         if self.smoothing != "kneser_ney":
-            table = self.raw[m - 1]
+            table = self.table(m)
             c = table.lookup(ctx * V + tgt).astype(np.float64)
             total = table.context(ctx)[0].astype(np.float64)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -178,7 +228,7 @@ class NGramLM:
         D = self.discount
         p = np.full(len(tgt), 1.0 / V)
         for j in range(1, m + 1):  # j-gram level: the last j - 1 context tokens
-            table = self.raw[j - 1] if j == m else self.cont[j - 1]
+            table = self.table(j) if j == m else self.continuation_table(j)
             h = ctx % (V ** (j - 1))
             c = table.lookup(h * V + tgt).astype(np.float64)
             total, types = (a.astype(np.float64) for a in table.context(h))
@@ -238,7 +288,7 @@ class NGramLM:
         w, V = self.order - 1, self.vocab_size
         ctx = window_codes(ids[:-1], w, V)[: len(ids) - w] if w else np.zeros(len(ids), np.int64)
         ctx = ctx[scored[w:]]
-        table = self.raw[-1]
+        table = self.table(self.order)
         return table.lookup(ctx * V + ids[w:][scored[w:]]), table.context(ctx)[0]
 
     def cross_entropy(self, data: Data) -> float:
