@@ -17,15 +17,16 @@ Chapter: stage 2, "Forward or reverse?".
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from statistics import median
 from typing import Any
 
 import numpy as np
 
-from spiral.autograd.forward import Dual, jacobian_forward, jacobian_reverse, primal_cost
+from spiral.autograd.forward import Dual, jacobian_forward, jacobian_reverse, jvp, primal_cost
+from spiral.autograd.value import Value
 from spiral.experiments.framework import Experiment, mean_sd
 
 
@@ -33,7 +34,7 @@ from spiral.experiments.framework import Experiment, mean_sd
 class Config:
     sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
     hidden: int = 16
-    repeats: int = 5
+    repeats: int = 7
     seeds: tuple[int, ...] = (0, 1, 2)
 
 
@@ -74,12 +75,40 @@ def network(
 
 
 def _time(fn: Callable[[], Any], repeats: int) -> float:
+    """Fastest of ``repeats`` runs of ``fn``, garbage collector paused. On a shared machine
+    the scheduler preempts a process for milliseconds at a time, so the minimum, not the
+    median, estimates the work itself; the paused collector keeps its full collections
+    (which scale with every live object) out of the op-count comparison."""
     ts = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return median(ts)
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        finally:
+            gc.enable()
+    return min(ts)
+
+
+def pass_times(f: Callable[[list[Any]], list[Any]], x: list[float], repeats: int
+               ) -> tuple[float, float]:
+    """Seconds for the whole Jacobian by each mode, timed pass by pass and summed.
+
+    Forward: n JVP passes. Reverse: one recorded evaluation plus m backward passes. Each
+    pass takes well under the scheduler's time slice, so its fastest repeat is clean; timing
+    a whole 100 ms Jacobian at once on a shared machine would time the neighbours instead.
+    """
+    n = len(x)
+    forward = 0.0
+    for j in range(n):
+        basis = [1.0 if i == j else 0.0 for i in range(n)]
+        forward += _time(lambda b=basis: jvp(f, x, b), repeats)  # type: ignore[misc]
+    reverse = _time(lambda: f([Value(v) for v in x]), repeats)
+    for y in f([Value(v) for v in x]):
+        if isinstance(y, Value):
+            reverse += _time(y.backward, repeats)
+    return forward, reverse
 
 
 def measure(
@@ -93,8 +122,7 @@ def measure(
     j_rev, c_rev = jacobian_reverse(f, x)
     agree = float(np.max(np.abs(np.array(j_fwd) - np.array(j_rev))))
     t_f = _time(lambda: f([Dual(v) for v in x]), config.repeats)
-    t_fwd = _time(lambda: jacobian_forward(f, x), config.repeats)
-    t_rev = _time(lambda: jacobian_reverse(f, x, count=False), config.repeats)
+    t_fwd, t_rev = pass_times(f, x, config.repeats)
     return {
         "n": n, "m": m, "cost_f": p,
         "ops_forward": c_fwd.total / p, "ops_reverse": c_rev.total / p,
