@@ -179,6 +179,8 @@ CASES = [
     Case("mean_dim", lambda m, a: a.mean(-1, keepdim=True), lambda a: a.mean(-1, keepdims=True),
          unary(1)),
     Case("var", lambda m, a: a.var(-1), lambda a: a.var(-1, ddof=1), unary(1, min_side=2)),
+    Case("std", lambda m, a: a.std(-1, keepdim=True), lambda a: a.std(-1, ddof=1, keepdims=True),
+         unary(1, min_side=2)),
     Case("var_biased", lambda m, a: a.var(0, correction=0, keepdim=True),
          lambda a: a.var(0, keepdims=True), unary(1)),
     Case("max_all", lambda m, a: a.max(), np.max),
@@ -232,6 +234,21 @@ def _wrap_consts(consts: list[np.ndarray]) -> list[Tensor]:
     return [ag.tensor(c) for c in consts]
 
 
+def _assert_local_gradients_keep_dtype(out: Tensor, dtype: type) -> None:
+    """Every node's local backward, fed a ``dtype`` gradient, returns ``dtype`` gradients."""
+    stack, seen = [out], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or node.is_leaf:
+            continue
+        seen.add(id(node))
+        for pg in node._backward(np.ones(node.shape, dtype=dtype)):  # type: ignore[misc]
+            if pg is not None:
+                pg = pg.materialize() if hasattr(pg, "materialize") else pg
+                assert pg.dtype == dtype, (node.grad_fn, pg.dtype)
+        stack.extend(node._parents)
+
+
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 @SETTINGS
 @given(data=st.data())
@@ -244,6 +261,15 @@ def test_forward_matches_numpy(case: Case, data: st.DataObject) -> None:
         assert out.dtype == expected.dtype == dtype, (out.dtype, expected.dtype)
         assert out.shape == expected.shape
         np.testing.assert_allclose(out.data, expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@settings(max_examples=3, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_float32_gradients_stay_float32(case: Case, data: st.DataObject) -> None:
+    xs, consts = case.draw(data)
+    inputs = [Tensor(x.astype(np.float32), requires_grad=True) for x in xs]
+    _assert_local_gradients_keep_dtype(case.fn(ag, *inputs, *_wrap_consts(consts)), np.float32)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

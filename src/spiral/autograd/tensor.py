@@ -25,6 +25,7 @@ differentiation in PyTorch* (2017). Chapter: stage 2 (automatic differentiation)
 from __future__ import annotations
 
 import builtins
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -327,6 +328,10 @@ class Tensor:
             extra += ", requires_grad=True"
         return f"tensor({body}{extra})"
 
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        """``np.asarray(t)`` gives the data (a copy only if a dtype change needs one)."""
+        return self.data if dtype is None else self.data.astype(dtype, copy=False)
+
     def __hash__(self) -> builtins.int:
         return id(self)
 
@@ -546,7 +551,7 @@ class Tensor:
         out = s**self.data
 
         def _rpow_backward(g: Any) -> tuple[Any, ...]:
-            return (g * out * xp.log(s),)  # d(s^x)/dx = s^x log s
+            return (g * out * math.log(s),)  # d(s^x)/dx = s^x log s (a weak Python float)
 
         return _make(out, (self,), _rpow_backward, "PowBackward")
 
@@ -799,6 +804,11 @@ class Tensor:
 
         return _make(out, (self,), _var_backward, "VarBackward")
 
+    def std(self, dim: builtins.int | tuple[builtins.int, ...] | None = None, *,
+            correction: builtins.int = 1, keepdim: builtins.bool = False) -> Tensor:
+        """Standard deviation: ``var(...).sqrt()``."""
+        return self.var(dim, correction=correction, keepdim=keepdim).sqrt()
+
     def _extremum(self, dim: builtins.int | None, keepdim: builtins.bool,
                   arg: Callable[..., Any], name: str) -> Any:
         a = self.data
@@ -808,7 +818,7 @@ class Tensor:
             def _extremum_all_backward(g: Any) -> tuple[Any, ...]:
                 # ties share the gradient evenly, as in torch
                 hit = a == out
-                return (hit * (g / hit.sum()),)
+                return (hit * (g / builtins.int(hit.sum())),)
 
             return _make(out, (self,), _extremum_all_backward, name + "Backward")
         idx = arg(a, axis=dim, keepdims=True)
