@@ -331,3 +331,16 @@ def test_slice_gradients_accumulate_like_torch(k: int, rng: np.random.Generator)
     SLICE_GRAPHS[k](ours).backward()
     SLICE_GRAPHS[k](theirs).backward()
     np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_float16_tensors_keep_float16_through_backward() -> None:
+    # room for stage 12: half precision works end to end (NumPy computes in float16)
+    x = Tensor(np.array([0.1, 0.2, 0.3], dtype=np.float16), requires_grad=True)
+    w = Tensor(np.ones((3, 2), dtype=np.float16), requires_grad=True)
+    y = ((x @ w).tanh() * 2.0 + x.sum()).sigmoid().mean()
+    assert y.dtype == np.float16
+    y.backward()
+    assert x.grad.dtype == np.float16 and w.grad.dtype == np.float16
+    ref = Tensor(x.data.astype(np.float64), requires_grad=True)
+    ((ref @ w.data.astype(np.float64)).tanh() * 2.0 + ref.sum()).sigmoid().mean().backward()
+    np.testing.assert_allclose(x.grad, ref.grad, rtol=1e-2)

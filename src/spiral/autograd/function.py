@@ -74,23 +74,36 @@ class Function:
     @classmethod
     def apply(cls, *args: Any) -> Tensor:
         """Run ``forward`` on the inputs' arrays and record the node for ``backward``."""
-        ctx = FunctionCtx()
-        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
-        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        ctx.needs_input_grad = needs
+        ctx = _new_ctx(FunctionCtx)
+        ctx.saved_tensors = ()
+        arrays = []
+        needs = []
+        parents = []
+        positions = []
+        any_grad = False
+        for i, a in enumerate(args):  # one pass: unwrap, and note who needs a gradient
+            if isinstance(a, Tensor):
+                arrays.append(a.data)
+                r = a.requires_grad
+                needs.append(r)
+                any_grad = any_grad or r
+                parents.append(a)
+                positions.append(i)
+            else:
+                arrays.append(a)
+                needs.append(False)
+        ctx.needs_input_grad = tuple(needs)
         out = cls.forward(ctx, *arrays)
-        if not (_tensor._grad_enabled and any(needs)):
+        if not (any_grad and _tensor._grad_enabled):
             return _make(out, (), None, cls.__name__)
-        positions = tuple(i for i, a in enumerate(args) if isinstance(a, Tensor))
-        parents = tuple(args[i] for i in positions)
         n_inputs = len(args)
         user_backward = cls.backward
         name = cls.__name__
 
         def _function_backward(g: Any) -> tuple[Any, ...]:
             grads = user_backward(ctx, g)
-            if not isinstance(grads, tuple):
-                grads = (grads,)
+            if type(grads) is not tuple:
+                grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
             if len(grads) != n_inputs:
                 raise RuntimeError(
                     f"{name}.backward returned {len(grads)} gradients, expected {n_inputs} "
@@ -107,7 +120,10 @@ class Function:
                 picked.append(gi)
             return tuple(picked)
 
-        t = _make(out, parents, _function_backward, name + "Backward")
+        t = _make(out, tuple(parents), _function_backward, name + "Backward")
         if t.requires_grad and t.data.dtype not in _tensor._FLOAT_DTYPES:
             t.requires_grad, t._parents, t._backward = False, (), None
         return t
+
+
+_new_ctx = object.__new__
