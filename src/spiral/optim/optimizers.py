@@ -297,18 +297,25 @@ class Adam(Optimizer):
             state["step"] += 1
             t = state["step"]
             m, v = state["exp_avg"], state["exp_avg_sq"]
-            m += (1 - beta1) * (g - m)                  # mₜ = β₁ mₜ₋₁ + (1 − β₁) gₜ
+            tmp = np.empty_like(m)                      # one scratch array; all else in place
+            np.subtract(g, m, out=tmp)
+            tmp *= 1 - beta1
+            m += tmp                                    # mₜ = β₁ mₜ₋₁ + (1 − β₁) gₜ
+            np.multiply(g, g, out=tmp)
+            tmp *= 1 - beta2
             v *= beta2
-            v += (1 - beta2) * (g * g)                  # vₜ = β₂ vₜ₋₁ + (1 − β₂) gₜ²
+            v += tmp                                    # vₜ = β₂ vₜ₋₁ + (1 − β₂) gₜ²
             if group["amsgrad"]:
                 vmax = state["max_exp_avg_sq"]
                 np.maximum(vmax, v, out=vmax)
                 v = vmax
             step_size = lr / (1 - beta1**t)             # folds m̂ = m / (1 − β₁ᵗ) into γ
-            denom = np.sqrt(v)
-            denom /= math.sqrt(1 - beta2**t)            # √v̂ = √v / √(1 − β₂ᵗ)
-            denom += eps
-            p.data -= step_size * (m / denom)
+            np.sqrt(v, out=tmp)
+            tmp /= math.sqrt(1 - beta2**t)              # √v̂ = √v / √(1 − β₂ᵗ)
+            tmp += eps
+            np.divide(m, tmp, out=tmp)
+            tmp *= step_size
+            p.data -= tmp                               # θ −= γ m̂ / (√v̂ + ε)
 
 
 class AdamW(Adam):
