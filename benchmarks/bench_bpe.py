@@ -104,6 +104,7 @@ def main() -> None:
     )
     out["train"] = train
     out["train_ratios"] = ratios(train, ours="spiral fast")  # peer / ours: > 1 = we are faster
+    out["ours_over_hf"] = 1 / out["train_ratios"]["HF tokenizers"]  # how many times HF's time
 
     # --- naive trainer: once, on the same chunk counts -----------------------------------
     naive_merges = args.naive_vocab - 256 if args.naive_vocab else n_merges
