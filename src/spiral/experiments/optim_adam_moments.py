@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,7 @@ def _tracked(config: Config, opt_cls: type, seed: int) -> dict[str, Any]:
         rec["update"].append(rms / opt.param_groups[0]["lr"])      # in units of lr
         prev["w1"] = w1.data.copy()
 
-    class Recording(opt_cls):  # type: ignore[misc, valid-type]
+    class Recording(opt_cls):
         def step(self, closure: Any = None) -> Any:
             prev["w1"] = self.param_groups[0]["params"][1].data.copy()
             return super().step(closure)
@@ -143,7 +144,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
             finals, early, diverged, curves = [], [], 0, []
             for s in config.seeds:
                 sched = linear_warmup(lr, config.warmup_steps) if use_warmup else None
-                r = train(config.model, lambda ps, lr=lr: Adam(ps, lr=lr), config.steps,
+                r = train(config.model, partial(Adam, lr=lr), config.steps,
                           np.random.default_rng(s), lr_at=sched)
                 diverged += r["diverged"]
                 finals.append(r["tune_loss"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -72,8 +73,8 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
         losses = np.empty((len(config.seeds), len(config.lr_grid)))
         for i, seed in enumerate(config.seeds):
             for j, lr in enumerate(config.lr_grid):
-                r = train(config.model, lambda ps, lr=lr, name=name: OPTIMIZERS[name](ps, lr),
-                          config.steps, np.random.default_rng(seed))
+                r = train(config.model, partial(OPTIMIZERS[name], lr=lr), config.steps,
+                          np.random.default_rng(seed))
                 losses[i, j] = r["tune_loss"] if not r["diverged"] else math.inf
         mean = losses.mean(axis=0)                      # inf where any seed diverged
         best = int(np.argmin(mean))

@@ -74,7 +74,8 @@ def steps_to(errors: list[float], tol: float) -> int:
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
-    rows, per_kappa = [], []
+    rows: list[list[str]] = []
+    per_kappa: list[dict[str, Any]] = []
     for kappa in config.kappas:
         gd_rates, hb_rates, gd_steps, hb_steps, curves = [], [], [], [], {}
         for seed in config.seeds:
@@ -95,7 +96,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                 curves = {"gd": gd, "momentum": hb}
         derived = (kappa - 1) / (kappa + 1)
         derived_hb = (math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)
-        entry = {
+        entry: dict[str, Any] = {
             "kappa": kappa, "derived_rate": derived, "measured_rate": float(np.mean(gd_rates)),
             "measured_rate_sd": float(np.std(gd_rates, ddof=1)),
             "derived_momentum_rate": derived_hb,
