@@ -62,8 +62,10 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                      visible(tok.vocab[b].decode("utf-8", "replace")),
                      visible(tok.vocab[256 + k].decode("utf-8", "replace")),
                      tok.merge_counts[k]])
-    # Learned tokens that are a whole ASCII word of 2+ letters, with or without its space.
-    words = sum(1 for t in tok.vocab[256:] if re.fullmatch(rb" ?[A-Za-z]{2,}", t))
+    # Learned tokens that are a whole word of the training text, with or without its space.
+    vocabulary = {w.encode() for w in re.findall(r"[A-Za-z]+", train)}
+    words = sum(1 for t in tok.vocab[256:]
+                if (m := re.fullmatch(rb" ?([A-Za-z]{2,})", t)) and m.group(1) in vocabulary)
     q = len(lengths) // 4
     return {
         "merge_counts": tok.merge_counts,
