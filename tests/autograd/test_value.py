@@ -276,3 +276,22 @@ def test_value_sum_adds_left_to_right_without_an_extra_constant():
     s.backward()
     assert s.data == 10.0 and all(x.grad == 1.0 for x in xs)
     assert graph_size(s) == (7, 6)
+
+
+def test_graph_layout_points_every_edge_right_and_draws():
+    from spiral.autograd.graph import draw_graph, layout
+
+    x, w, b = Value(0.5), Value(-1.0), Value(0.2)
+    y = (x * w + b).tanh() * x  # x is used twice, at different depths
+    y.backward()
+    pos = layout(y)
+    assert set(pos) == set(topological_order(y))
+    for v in pos:
+        for p in v._prev:
+            assert pos[p][0] < pos[v][0]  # parents strictly left of their consumers
+    columns = {}
+    for col, row in pos.values():
+        columns.setdefault(col, []).append(row)
+    assert all(len(rows) == len(set(rows)) for rows in columns.values())  # no overlaps
+    fig = draw_graph(y, title="t")
+    assert len(fig.axes[0].patches) == len(pos) + sum(len(v._prev) for v in pos)
