@@ -223,3 +223,17 @@ def test_fused_ops_pass_gradcheck(name):
         arrays, _, fn, _, _, kw = case(name, rng, np.float64, [2], 3)
         fn = (lambda f, k: lambda *a: f(*a, **k))(fn, kw)
     assert gradcheck(fn, [Tensor(a, requires_grad=True) for a in arrays], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("affine", ["weight", "bias"])
+def test_layer_norm_with_only_weight_or_only_bias_matches_torch(affine):
+    rng = np.random.default_rng(5)
+    x, p, g = rng.standard_normal((3, 2, 6)), rng.standard_normal((2, 6)), rng.standard_normal(
+        (3, 2, 6))
+    def mine(a, q):
+        return F.layer_norm(a, (2, 6), **{affine: q})
+
+    def ref(a, q):
+        return TF.layer_norm(a, (2, 6), **{affine: q})
+
+    assert_same(ours(mine, [x, p], g), theirs(ref, [x, p], g), TOL[np.float64])
