@@ -157,11 +157,10 @@ class Value:
         while stack:
             v, parents = stack[-1]
             for p in parents:
-                if p not in seen:
+                if p._prev and p not in seen:  # leaves need no visit: they are not in order
                     seen.add(p)
-                    if p._prev:
-                        p.grad = 0.0
-                        stack.append((p, iter(p._prev)))
+                    p.grad = 0.0
+                    stack.append((p, iter(p._prev)))
                     break
             else:  # every parent done
                 stack.pop()
