@@ -210,3 +210,17 @@ def test_compression_matches_hf_bytelevel_bpe(shakespeare_prefix):
         ours = BPETokenizer().train(train, vocab_size)
         theirs = len(held.encode("utf-8")) / len(ref.encode(held).ids)
         assert abs(compression(ours, held) / theirs - 1) < 0.01
+
+
+def test_tiktoken_with_our_merges_gives_our_ids(shakespeare_prefix):
+    tiktoken = pytest.importorskip("tiktoken")
+    from spiral.tokenizers.pretokenize import GPT2_PATTERN
+
+    tok = BPETokenizer().train(shakespeare_prefix[:40_000], vocab_size=600)
+    ranks = {b: i for i, b in enumerate(tok.vocab)}
+    assert len(ranks) == len(tok.vocab)  # no two merges spell the same bytes here
+    enc = tiktoken.Encoding(
+        name="spiral-test", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={}
+    )
+    held = shakespeare_prefix[40_000:] + " naïve 東京 🦊 1234567"
+    assert enc.encode_ordinary(held) == tok.encode(held)

@@ -93,7 +93,7 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
                if key.startswith(name + " ")]
         x, y = zip(*pts)
         ax.semilogx(x, y, marker="o", color=PALETTE[k], base=2)
-        direct_label(ax, list(x), list(y), name, color=PALETTE[k])
+        direct_label(ax, list(x), list(y), name, color=PALETTE[k], dy=-7 if k == 0 else 7)
     for k, name in enumerate(("characters", "bytes")):
         r = rows[name]
         ax.plot([r["vocab_size"]], [r["bytes_per_token"]], marker="s", color=PALETTE[k + 2])
