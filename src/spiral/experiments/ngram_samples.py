@@ -77,7 +77,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
             for t in config.temperatures:
                 texts = [str(lm.generate(config.n_chars, rng=np.random.default_rng(s),
                                          temperature=t, prompt="\n")) for s in config.seeds]
-                res["temperature"][f"t_{t}"] = {
+                res["temperature"][f"t{round(t * 100):03d}"] = {
                     "temperature": t,
                     "sample": texts[0][:300],
                     "self_nll": mean_sd([lm.cross_entropy(x) for x in texts]),
