@@ -54,7 +54,7 @@ lrs = st.floats(1e-4, 0.3)
 wds = st.sampled_from([0.0, 1e-3, 0.1])
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=15)
 @given(lr=lrs, momentum=st.sampled_from([0.0, 0.5, 0.9, 0.99]),
        dampening=st.sampled_from([0.0, 0.1, 0.5]), nesterov=st.booleans(), wd=wds,
        maximize=st.booleans(), seed=st.integers(0, 2**16))
@@ -69,7 +69,7 @@ def test_sgd_matches_torch(lr, momentum, dampening, nesterov, wd, maximize, seed
     _run(lambda ps: SGD(ps, **kw), lambda ps: torch.optim.SGD(ps, **kw), seed)
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=15)
 @given(lr=st.floats(1e-4, 0.05), alpha=st.sampled_from([0.9, 0.99, 0.5]),
        eps=st.sampled_from([1e-8, 1e-3]), momentum=st.sampled_from([0.0, 0.9]),
        centered=st.booleans(), wd=wds, seed=st.integers(0, 2**16))
@@ -85,7 +85,7 @@ adam_kwargs = dict(lr=st.floats(1e-4, 0.1), beta1=st.sampled_from([0.0, 0.5, 0.9
                    maximize=st.booleans(), seed=st.integers(0, 2**16))
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=15)
 @given(wd=wds, **adam_kwargs)
 def test_adam_matches_torch(lr, beta1, beta2, eps, amsgrad, maximize, wd, seed) -> None:
     kw = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=wd, amsgrad=amsgrad,
@@ -93,7 +93,7 @@ def test_adam_matches_torch(lr, beta1, beta2, eps, amsgrad, maximize, wd, seed) 
     _run(lambda ps: Adam(ps, **kw), lambda ps: torch.optim.Adam(ps, **kw), seed)
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=15)
 @given(wd=st.sampled_from([0.0, 1e-2, 0.1, 1.0]), **adam_kwargs)
 def test_adamw_matches_torch(lr, beta1, beta2, eps, amsgrad, maximize, wd, seed) -> None:
     kw = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=wd, amsgrad=amsgrad,

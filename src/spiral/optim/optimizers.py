@@ -26,6 +26,7 @@ Chapter: stage 5 (optimization theory and our optimizers).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -42,7 +43,7 @@ class _Required:
 required = _Required()
 
 
-class Optimizer:
+class Optimizer(ABC):
     """Base class: parameter groups, per-parameter state, ``zero_grad`` and state dicts.
 
     ``params`` is an iterable of tensors (anything with ``.data`` and ``.grad``) or of dicts
@@ -109,8 +110,9 @@ class Optimizer:
             self._update_group(group)
         return loss
 
+    @abstractmethod
     def _update_group(self, group: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Update every parameter of ``group`` that has a gradient (the algorithm)."""
 
     def _state(self, p: Any) -> dict[str, Any]:
         return self.state.setdefault(id(p), {})

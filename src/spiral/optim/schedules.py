@@ -25,6 +25,7 @@ cosine decay is Loshchilov & Hutter, *SGDR* (2017). Chapter: stage 5.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -94,7 +95,7 @@ class step_decay:
         return self.lr * self.gamma ** (step // self.step_size)
 
 
-class LRScheduler:
+class LRScheduler(ABC):
     """Base class with PyTorch's protocol: ``step()`` after each ``optimizer.step()``.
 
     Subclasses define ``lr_at(epoch, base_lr) -> lr`` in closed form; ``last_epoch`` counts
@@ -111,8 +112,9 @@ class LRScheduler:
         self._last_lr: list[float] = [g["lr"] for g in optimizer.param_groups]
         self.step()
 
+    @abstractmethod
     def lr_at(self, epoch: int, base_lr: float) -> float:
-        raise NotImplementedError
+        """The learning rate after ``epoch`` scheduler steps, for a group with ``base_lr``."""
 
     def step(self) -> None:
         """Advance one update and write the new learning rate into every group."""
