@@ -344,3 +344,13 @@ def test_float16_tensors_keep_float16_through_backward() -> None:
     ref = Tensor(x.data.astype(np.float64), requires_grad=True)
     ((ref @ w.data.astype(np.float64)).tanh() * 2.0 + ref.sum()).sigmoid().mean().backward()
     np.testing.assert_allclose(x.grad, ref.grad, rtol=1e-2)
+
+
+@pytest.mark.parametrize("name", ["tensor", "function", "gradcheck", "hooks"])
+def test_docstring_examples_run(name: str) -> None:
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"spiral.autograd.{name}")
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -235,6 +235,7 @@ class _SliceGrad:
         self.index, self.grad, self.shape = index, grad, shape
 
     def materialize(self) -> Any:
+        """The full-size gradient array."""
         out = xp.zeros(self.shape, dtype=self.grad.dtype)
         out[self.index] = self.grad
         return out
@@ -285,14 +286,17 @@ class Tensor:
     # ------------------------------------------------------------------ properties
     @property
     def shape(self) -> tuple[builtins.int, ...]:
+        """The array's shape."""
         return self.data.shape
 
     @property
     def dtype(self) -> Any:
+        """The array's dtype (a NumPy dtype)."""
         return self.data.dtype
 
     @property
     def ndim(self) -> builtins.int:
+        """Number of dimensions."""
         return self.data.ndim
 
     @property
@@ -306,12 +310,15 @@ class Tensor:
         return None if self._backward is None else self._op
 
     def size(self, dim: builtins.int | None = None) -> Any:
+        """The shape, or the size of one dimension."""
         return self.data.shape if dim is None else self.data.shape[dim]
 
     def dim(self) -> builtins.int:
+        """Number of dimensions."""
         return self.data.ndim
 
     def numel(self) -> builtins.int:
+        """Number of elements."""
         return self.data.size
 
     def __len__(self) -> builtins.int:
@@ -367,6 +374,7 @@ class Tensor:
         return self.data
 
     def tolist(self) -> Any:
+        """The data as nested Python lists."""
         return self.data.tolist()
 
     def detach(self) -> Tensor:
@@ -428,6 +436,7 @@ class Tensor:
 
     # ------------------------------------------------------------------ arithmetic
     def __add__(self, other: Tensor | ArrayLike) -> Tensor:
+        """a + b with broadcasting; backward: ā = ȳ, b̄ = ȳ, each summed back to its shape."""
         if isinstance(other, Tensor):
             a, b = self.data, other.data
             ash, bsh = a.shape, b.shape
@@ -443,6 +452,7 @@ class Tensor:
     __radd__ = __add__
 
     def __sub__(self, other: Tensor | ArrayLike) -> Tensor:
+        """a − b with broadcasting; backward: ā = ȳ, b̄ = −ȳ."""
         if isinstance(other, Tensor):
             a, b = self.data, other.data
             ash, bsh = a.shape, b.shape
@@ -456,11 +466,13 @@ class Tensor:
         return self.__sub__(Tensor(other))
 
     def __rsub__(self, other: ArrayLike) -> Tensor:
+        """s − a for a scalar s; backward: ā = −ȳ."""
         if isinstance(other, _PY_SCALARS) or isinstance(other, xp.generic):
             return _make(_scalar(other) - self.data, (self,), _neg_backward, "RsubBackward")
         return Tensor(other).__sub__(self)
 
     def __mul__(self, other: Tensor | ArrayLike) -> Tensor:
+        """a · b elementwise with broadcasting; backward: ā = ȳ · b, b̄ = ȳ · a."""
         if isinstance(other, Tensor):
             a, b = self.data, other.data
             ra, rb = self.requires_grad, other.requires_grad
@@ -482,6 +494,7 @@ class Tensor:
     __rmul__ = __mul__
 
     def __truediv__(self, other: Tensor | ArrayLike) -> Tensor:
+        """a / b with broadcasting; backward: ā = ȳ / b, b̄ = −ȳ · a / b²."""
         if isinstance(other, Tensor):
             a, b = self.data, other.data
             ra, rb = self.requires_grad, other.requires_grad
@@ -504,6 +517,7 @@ class Tensor:
         return self.__truediv__(Tensor(other))
 
     def __rtruediv__(self, other: ArrayLike) -> Tensor:
+        """s / a for a scalar s; backward: ā = −ȳ · s / a²."""
         if isinstance(other, _PY_SCALARS) or isinstance(other, xp.generic):
             a = self.data
             out = _scalar(other) / a
@@ -515,12 +529,14 @@ class Tensor:
         return Tensor(other).__truediv__(self)
 
     def __neg__(self) -> Tensor:
+        """−a; backward: ā = −ȳ."""
         return _make(-self.data, (self,), _neg_backward, "NegBackward")
 
     def __pos__(self) -> Tensor:
         return self
 
     def __pow__(self, exponent: Tensor | Scalar) -> Tensor:
+        """aᵖ; backward: ā = ȳ · p aᵖ⁻¹ (and p̄ = ȳ · aᵖ log a for a tensor exponent)."""
         a = self.data
         if isinstance(exponent, Tensor):
             b = exponent.data
@@ -547,6 +563,7 @@ class Tensor:
         return _make(out, (self,), _pow_scalar_backward, "PowBackward")
 
     def __rpow__(self, base: Scalar) -> Tensor:
+        """sᵃ for a scalar base s; backward: ā = ȳ · sᵃ log s."""
         s = _scalar(base)
         out = s**self.data
 
@@ -602,6 +619,7 @@ class Tensor:
         return Tensor(other).__matmul__(self)
 
     def matmul(self, other: Tensor) -> Tensor:
+        """Same as ``self @ other``."""
         return self.__matmul__(other)
 
     # comparisons give boolean tensors without gradients
@@ -632,6 +650,7 @@ class Tensor:
 
     # ------------------------------------------------------------------ elementwise
     def exp(self) -> Tensor:
+        """eˣ elementwise; backward: x̄ = ȳ · eˣ (reuses the output)."""
         out = xp.exp(self.data)
 
         def _exp_backward(g: Any) -> tuple[Any, ...]:
@@ -640,6 +659,7 @@ class Tensor:
         return _make(out, (self,), _exp_backward, "ExpBackward")
 
     def log(self) -> Tensor:
+        """Natural log elementwise; backward: x̄ = ȳ / x."""
         a = self.data
 
         def _log_backward(g: Any) -> tuple[Any, ...]:
@@ -648,6 +668,7 @@ class Tensor:
         return _make(xp.log(a), (self,), _log_backward, "LogBackward")
 
     def tanh(self) -> Tensor:
+        """tanh elementwise; backward: x̄ = ȳ · (1 − tanh²x) (reuses the output)."""
         out = xp.tanh(self.data)
 
         def _tanh_backward(g: Any) -> tuple[Any, ...]:
@@ -656,6 +677,7 @@ class Tensor:
         return _make(out, (self,), _tanh_backward, "TanhBackward")
 
     def sigmoid(self) -> Tensor:
+        """σ(x) = 1 / (1 + e⁻ˣ), computed without overflow; backward: x̄ = ȳ · σ(1 − σ)."""
         a = self.data
         e = xp.exp(-xp.abs(a))  # never overflows
         out = xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
@@ -666,6 +688,7 @@ class Tensor:
         return _make(out, (self,), _sigmoid_backward, "SigmoidBackward")
 
     def relu(self) -> Tensor:
+        """max(x, 0); backward: x̄ = ȳ · [x > 0] (0 at x = 0, as torch)."""
         a = self.data
 
         def _relu_backward(g: Any) -> tuple[Any, ...]:
@@ -674,6 +697,7 @@ class Tensor:
         return _make(xp.maximum(a, 0), (self,), _relu_backward, "ReluBackward")
 
     def sqrt(self) -> Tensor:
+        """√x; backward: x̄ = ȳ / (2√x)."""
         out = xp.sqrt(self.data)
 
         def _sqrt_backward(g: Any) -> tuple[Any, ...]:
@@ -682,6 +706,7 @@ class Tensor:
         return _make(out, (self,), _sqrt_backward, "SqrtBackward")
 
     def abs(self) -> Tensor:
+        """|x|; backward: x̄ = ȳ · sign(x) (0 at x = 0, as torch)."""
         a = self.data
 
         def _abs_backward(g: Any) -> tuple[Any, ...]:
@@ -690,6 +715,7 @@ class Tensor:
         return _make(xp.abs(a), (self,), _abs_backward, "AbsBackward")
 
     def sin(self) -> Tensor:
+        """sin x; backward: x̄ = ȳ · cos x."""
         a = self.data
 
         def _sin_backward(g: Any) -> tuple[Any, ...]:
@@ -698,6 +724,7 @@ class Tensor:
         return _make(xp.sin(a), (self,), _sin_backward, "SinBackward")
 
     def cos(self) -> Tensor:
+        """cos x; backward: x̄ = −ȳ · sin x."""
         a = self.data
 
         def _cos_backward(g: Any) -> tuple[Any, ...]:
@@ -747,23 +774,29 @@ class Tensor:
         return _make(out, (self,), backward, "ToCopyBackward")
 
     def float(self) -> Tensor:
+        """Cast to float32."""
         return self.to(xp.float32)
 
     def double(self) -> Tensor:
+        """Cast to float64."""
         return self.to(xp.float64)
 
     def half(self) -> Tensor:
+        """Cast to float16."""
         return self.to(xp.float16)
 
     def long(self) -> Tensor:
+        """Cast to int64 (no gradient flows through)."""
         return self.to(xp.int64)
 
     def bool(self) -> Tensor:
+        """Cast to bool (no gradient flows through)."""
         return self.to(xp.bool_)
 
     # ------------------------------------------------------------------ reductions
     def sum(self, dim: builtins.int | tuple[builtins.int, ...] | None = None,
             keepdim: builtins.bool = False) -> Tensor:
+        """Sum over ``dim`` (all if None); backward broadcasts ȳ back over the summed axes."""
         a = self.data
         shape = a.shape
 
@@ -776,6 +809,7 @@ class Tensor:
 
     def mean(self, dim: builtins.int | tuple[builtins.int, ...] | None = None,
              keepdim: builtins.bool = False) -> Tensor:
+        """Mean over ``dim`` (all if None); backward: x̄ = ȳ / n broadcast back."""
         a = self.data
         shape = a.shape
         out = a.mean(axis=dim, keepdims=keepdim)
@@ -847,9 +881,11 @@ class Tensor:
         return self._extremum(dim, keepdim, xp.argmin, "Min")
 
     def argmax(self, dim: builtins.int | None = None, keepdim: builtins.bool = False) -> Tensor:
+        """Index of the maximum (int64, no gradient)."""
         return _make(xp.argmax(self.data, axis=dim, keepdims=keepdim), (), None, "")
 
     def argmin(self, dim: builtins.int | None = None, keepdim: builtins.bool = False) -> Tensor:
+        """Index of the minimum (int64, no gradient)."""
         return _make(xp.argmin(self.data, axis=dim, keepdims=keepdim), (), None, "")
 
     # ------------------------------------------------------------------ shapes
@@ -868,6 +904,7 @@ class Tensor:
     view = reshape
 
     def flatten(self, start_dim: builtins.int = 0, end_dim: builtins.int = -1) -> Tensor:
+        """Merge dimensions ``start_dim..end_dim`` into one."""
         shape = self.data.shape
         if not shape:
             return self.reshape(1)
@@ -875,6 +912,7 @@ class Tensor:
         return self.reshape(*shape[:s], -1, *shape[e + 1:])
 
     def transpose(self, dim0: builtins.int, dim1: builtins.int) -> Tensor:
+        """Swap two dimensions (a view); backward swaps them back."""
         def _transpose_backward(g: Any) -> tuple[Any, ...]:
             return (g.swapaxes(dim0, dim1),)
 
@@ -882,6 +920,7 @@ class Tensor:
                      "TransposeBackward")
 
     def permute(self, *dims: Any) -> Tensor:
+        """Reorder dimensions (a view); backward applies the inverse permutation."""
         if len(dims) == 1 and not isinstance(dims[0], builtins.int):
             dims = tuple(dims[0])
         inverse = tuple(xp.argsort(dims))
@@ -900,6 +939,7 @@ class Tensor:
         return _make(self.data.T, (self,), _t_backward, "TBackward")
 
     def unsqueeze(self, dim: builtins.int) -> Tensor:
+        """Insert a size-1 dimension at ``dim``."""
         return self.reshape(xp.expand_dims(self.data, dim).shape)
 
     def squeeze(self, dim: builtins.int | None = None) -> Tensor:
@@ -1006,6 +1046,7 @@ class Tensor:
         return tuple(out)
 
     def chunk(self, chunks: builtins.int, dim: builtins.int = 0) -> tuple[Tensor, ...]:
+        """Split into ``chunks`` nearly equal pieces along ``dim``."""
         n = self.data.shape[dim]
         return self.split(-(-n // chunks), dim)
 
@@ -1103,22 +1144,26 @@ def tensor(data: ArrayLike, dtype: Any = None, requires_grad: bool = False) -> T
 
 
 def zeros(*size: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    """A float32 (by default) tensor of zeros, like ``torch.zeros``."""
     if len(size) == 1 and not isinstance(size[0], builtins.int):
         size = tuple(size[0])
     return Tensor(xp.zeros(size, dtype=dtype or _DEFAULT_FLOAT), requires_grad=requires_grad)
 
 
 def ones(*size: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    """A float32 (by default) tensor of ones, like ``torch.ones``."""
     if len(size) == 1 and not isinstance(size[0], builtins.int):
         size = tuple(size[0])
     return Tensor(xp.ones(size, dtype=dtype or _DEFAULT_FLOAT), requires_grad=requires_grad)
 
 
 def zeros_like(t: Tensor, requires_grad: bool = False) -> Tensor:
+    """Zeros with the shape and dtype of ``t``."""
     return Tensor(xp.zeros_like(t.data), requires_grad=requires_grad)
 
 
 def ones_like(t: Tensor, requires_grad: bool = False) -> Tensor:
+    """Ones with the shape and dtype of ``t``."""
     return Tensor(xp.ones_like(t.data), requires_grad=requires_grad)
 
 
