@@ -8,3 +8,8 @@ from __future__ import annotations
 from spiral.models.mlp import MLPConfig, MLPLanguageModel
 
 __all__ = ["MLPConfig", "MLPLanguageModel"]
+
+# --- stage 7: the attention language model ---
+from spiral.models.attention_lm import AttentionLanguageModel, AttentionLMConfig  # noqa: E402
+
+__all__ += ["AttentionLanguageModel", "AttentionLMConfig"]

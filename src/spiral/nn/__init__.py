@@ -28,3 +28,8 @@ from spiral.nn.residual import FeedForward, PostLNBlock, PreLNBlock, ResidualMLP
 
 __all__ += ["init", "BatchNorm1d", "LayerNorm", "RMSNorm", "FeedForward", "PostLNBlock",
             "PreLNBlock", "ResidualMLP"]
+
+# --- stage 7: attention ---
+from spiral.nn.attention import SelfAttention  # noqa: E402
+
+__all__ += ["SelfAttention"]
