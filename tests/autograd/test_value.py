@@ -229,6 +229,8 @@ def test_random_compositions_match_pytorch(xs, ops):
         h = a * b + c
         for name in ops:
             h = unary(name, h)
+            if name == "exp":  # keep a chain of exps from overflowing
+                h = unary("tanh", h)
         return h * a - b / (1.5 + c * c)
 
     y = program(*vs, lambda n, h: UNARY[n][0](h))
