@@ -297,3 +297,17 @@ def test_graph_layout_points_every_edge_right_and_draws():
     assert all(len(rows) == len(set(rows)) for rows in columns.values())  # no overlaps
     fig = draw_graph(y, title="t")
     assert len(fig.axes[0].patches) == len(pos) + sum(len(v._prev) for v in pos)
+
+
+def test_repeated_backward_on_micrograd_double_counts_interior_nodes():
+    # the chapter's exercise 10: h = x·x, y = 3h at x = 1; dy/dx = 6 per call
+    micrograd = pytest.importorskip("micrograd.engine")
+    mx = micrograd.Value(1.0)
+    my = (mx * mx) * 3
+    x = Value(1.0)
+    y = (x * x) * 3
+    for _ in range(2):
+        my.backward()
+        y.backward()
+    assert x.grad == 12.0  # 6 + 6: leaves accumulate, interior nodes are reset per call
+    assert mx.grad == 18.0  # micrograd keeps h.grad = 3 from the first call and adds 3 more
