@@ -177,11 +177,10 @@ def test_chi2_quantile_helper():
     assert _chi2_quantile(0.999, 50) == pytest.approx(86.66, rel=0.01)
 
 
-@pytest.mark.parametrize("smoothing", ["none", "kneser_ney"])
-def test_sampled_transitions_follow_the_model_chi_square(smoothing):
-    lm = NGramLM(2, smoothing=smoothing).fit(TEXT)
-    n = 20_000
-    ids = lm.encode(lm.generate(n, rng=np.random.default_rng(1)))
+def _transition_chi2(lm: NGramLM, text: str) -> tuple[float, int]:
+    """Pearson's statistic of sampled bigram transitions against the model, summed over
+    contexts (cells with expectation < 5 pooled), and its degrees of freedom."""
+    ids = lm.encode(text)
     prev, nxt = ids[:-1], ids[1:]
     stat, df = 0.0, 0
     for a in np.unique(prev):
@@ -195,8 +194,23 @@ def test_sampled_transitions_follow_the_model_chi_square(smoothing):
         if len(exp) > 1:
             stat += float(((obs - exp) ** 2 / exp).sum())
             df += len(exp) - 1
+    return stat, df
+
+
+@pytest.mark.parametrize("smoothing", ["none", "kneser_ney"])
+def test_sampled_transitions_follow_the_model_chi_square(smoothing):
+    lm = NGramLM(2, smoothing=smoothing).fit(TEXT)
+    stat, df = _transition_chi2(lm, lm.generate(20_000, rng=np.random.default_rng(1)))
     assert df > 10
     assert stat < _chi2_quantile(0.999, df), (stat, df)
+
+
+def test_chi_square_rejects_a_wrong_sampler():
+    """The same test fails a sampler that is slightly off (temperature 1.15, not 1)."""
+    lm = NGramLM(2, smoothing="kneser_ney").fit(TEXT)
+    wrong = lm.generate(20_000, rng=np.random.default_rng(1), temperature=1.15)
+    stat, df = _transition_chi2(lm, wrong)
+    assert stat > _chi2_quantile(0.999, df), (stat, df)
 
 
 def test_generation_is_reproducible_and_temperature_sharpens():

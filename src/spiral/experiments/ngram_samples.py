@@ -39,6 +39,11 @@ def _copy_fraction(lm: NGramLM, train_codes: np.ndarray, text: str, m: int) -> f
     return float(np.mean(np.isin(codes, train_codes))) if len(codes) else 0.0
 
 
+def _block(text: str) -> str:
+    """A sample as a fenced Markdown block, so a chapter macro can show it verbatim."""
+    return "```text\n" + text + "\n```"
+
+
 def _names(lm: NGramLM, n: int, rng: np.random.Generator) -> list[str]:
     out: list[str] = []
     while len(out) < n:
@@ -67,7 +72,9 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
             made = [_names(nlm, config.n_names, np.random.default_rng(s)) for s in config.seeds]
             in_train = mean_sd([np.mean([m in train_names for m in ms]) for ms in made])
             mean_len = mean_sd([np.mean([len(m) for m in ms]) for ms in made])
-            res["shakespeare"][f"order_{n}"] = {"sample": texts[0][:300], "copy_fraction": copy}
+            res["shakespeare"][f"order_{n}"] = {"sample": texts[0][:300],
+                                                "block": _block(texts[0][:300]),
+                                                "copy_fraction": copy}
             res["names"][f"order_{n}"] = {"sample": ", ".join(made[0][:12]),
                                           "in_train_fraction": in_train, "mean_length": mean_len}
             rows.append([n, f"{copy['mean']:.1%} ± {copy['sd']:.1%}",
@@ -80,6 +87,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                 res["temperature"][f"t{round(t * 100):03d}"] = {
                     "temperature": t,
                     "sample": texts[0][:300],
+                    "block": _block(texts[0][:300]),
                     "self_nll": mean_sd([lm.cross_entropy(x) for x in texts]),
                     "copy_fraction": mean_sd(
                         [_copy_fraction(lm, codes, x, config.copy_len) for x in texts]),
