@@ -13,9 +13,9 @@ one thread on every side. For each op we time one forward + backward pass of
 
 interleaved by :func:`benchmarks.harness.compare`. Memory: bytes the autograd graph holds
 between forward and backward (NumPy allocations traced by ``tracemalloc``), and the
-number of graph nodes. Everything is measured twice: with glibc's default malloc settings,
-then after :func:`tune_malloc` (see its docstring — page faults on fresh temporaries
-otherwise dominate). Writes ``docs/results/benchmarks/fused_ops/results.json``.
+number of graph nodes, after :func:`tune_malloc` (see its docstring: page faults on fresh
+temporaries otherwise dominate). :func:`malloc_effect` measures that effect on its own, in
+fresh processes. Writes ``docs/results/benchmarks/fused_ops/results.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import compare, fmt_row, ratios, save
+from benchmarks.harness import compare, ratios, save
 from spiral.autograd.tensor import Tensor
 from spiral.nn import functional as F
 
@@ -78,19 +78,29 @@ def _torch_ops() -> dict[str, Callable[..., Any]]:
     }
 
 
-def _step(fn: Callable[..., Any], arrays: list[np.ndarray], make: Callable[..., Any]) -> Any:
-    """A closure doing one forward + backward on fresh leaves."""
-    def run() -> None:
-        leaves = [make(a) for a in arrays]
-        out = fn(*leaves)
-        g = np.ones(out.shape, dtype=np.float32)
-        if isinstance(out, Tensor):
-            out.backward(g)
-        else:
-            import torch
+INNER = 5  # forward + backward passes per timed sample (times are reported per pass)
 
-            out.backward(torch.from_numpy(g))
+
+def _step(fn: Callable[..., Any], arrays: list[np.ndarray], make: Callable[..., Any]) -> Any:
+    """A closure doing INNER forward + backward passes, each on fresh leaves."""
+    import torch
+
+    def run() -> None:
+        for _ in range(INNER):
+            leaves = [make(a) for a in arrays]
+            out = fn(*leaves)
+            g = np.ones(out.shape, dtype=np.float32)
+            out.backward(g if isinstance(out, Tensor) else torch.from_numpy(g))
     return run
+
+
+def _per_pass(rec: dict[str, Any]) -> dict[str, Any]:
+    """Harness timings of INNER passes -> timings of one pass."""
+    for t in rec["timings"].values():
+        for key in ("median_s", "min_s", "max_s"):
+            t[key] /= INNER
+        t["all_s"] = [v / INNER for v in t["all_s"]]
+    return rec
 
 
 def _ours_leaf(a: np.ndarray) -> Tensor:
@@ -150,63 +160,118 @@ def measure(repeats: int) -> tuple[dict[str, Any], list[list[Any]]]:
     rows, ops = [], {}
     for name, (keys, fn) in fused.items():
         arrays = [inputs[k] for k in keys]
-        rec = compare({
+        rec = _per_pass(compare({
             "fused": _step(fn, arrays, _ours_leaf),
             "composed": _step(composed[name][1], arrays, _ours_leaf),
             "torch": _step(peer[name], arrays, _torch_leaf),
-        }, repeats=repeats, threads=1)
+        }, repeats=repeats, threads=1))
         r = ratios(rec, ours="fused")
+        t = rec["timings"]
+        # noise on a shared machine only adds time: the ratio of minima is the steadier one
+        r_min = {k: t[k]["min_s"] / t["fused"]["min_s"] for k in ("composed", "torch")}
         mem_f, nodes_f = graph_memory(fn, arrays)
         mem_c, nodes_c = graph_memory(composed[name][1], arrays)
         ops[name] = {
             "timings": rec["timings"],
             "composed_over_fused": r["composed"],
             "fused_over_torch": 1.0 / r["torch"],
+            "composed_over_fused_min": r_min["composed"],
+            "fused_over_torch_min": 1.0 / r_min["torch"],
             "graph_bytes": {"fused": mem_f, "composed": mem_c},
             "graph_nodes": {"fused": nodes_f, "composed": nodes_c},
         }
-        t = rec["timings"]
-        rows.append([name, *fmt_row("", t["fused"])[1:3], *fmt_row("", t["composed"])[1:3],
-                     round(t["torch"]["median_s"] * 1e3, 3), f"{r['composed']:.2f}×",
-                     f"{1 / r['torch']:.2f}×", f"{mem_f / 2**20:.2f}", f"{mem_c / 2**20:.2f}",
-                     f"{nodes_f} / {nodes_c}"])
+        ms = {k: f"{t[k]['median_s'] * 1e3:.3f} ({t[k]['min_s'] * 1e3:.3f})" for k in t}
+        rows.append([name, ms["fused"], ms["composed"], ms["torch"],
+                     f"{r['composed']:.2f}× ({r_min['composed']:.2f}×)",
+                     f"{1 / r['torch']:.2f}× ({1 / r_min['torch']:.2f}×)",
+                     f"{mem_f / 2**20:.2f} / {mem_c / 2**20:.2f}", f"{nodes_f} / {nodes_c}"])
         print(rows[-1], flush=True)
     return ops, rows
 
 
-COLUMNS = ["op (fwd + bwd)", "fused ms", "fused min–max", "composed ms", "composed min–max",
-           "torch ms", "composed / fused", "fused / torch", "graph MiB fused",
-           "graph MiB composed", "nodes fused / composed"]
+COLUMNS = ["op (fwd + bwd)", "fused ms: median (min)", "composed ms", "torch ms",
+           "composed / fused: medians (minima)", "fused / torch", "graph MiB fused / composed",
+           "nodes fused / composed"]
+
+# The allocator experiment runs in fresh processes, so that glibc's adaptive thresholds start
+# from the same state every time (inside one long process the outcome depends on history).
+_MALLOC_PROBE = """
+import json, time
+import numpy as np
+from threadpoolctl import threadpool_limits
+from spiral.nn import kernels as K
+x = np.random.default_rng(0).standard_normal((12, 64, 512)).astype(np.float32)
+g = np.ones_like(x)
+y, aux = K.gelu_forward(x, "tanh")
+c, s = 0.044715, (2 / np.pi) ** 0.5
+def one_expression():  # the tanh-GELU backward as one NumPy expression: ~8 temporaries
+    t = np.tanh(s * x * (1.0 + c * x * x))
+    return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * s * (1.0 + 3.0 * c * x * x))
+def in_place():  # the library kernel: two buffers, in-place updates
+    return K.gelu_backward(g, x, aux, "tanh")
+out = {}
+with threadpool_limits(1):
+    for name, f in (("one expression", one_expression), ("in-place kernel", in_place)):
+        f()
+        ts = []
+        for _ in range(31):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        out[name] = [float(np.median(ts)), float(min(ts))]
+print(json.dumps(out))
+"""
+TUNED_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20),
+             "MALLOC_TOP_PAD_": str(64 * 2**20)}
+
+
+def malloc_effect() -> dict[str, Any]:
+    """Median and min time of a GELU backward, one-expression vs in-place, per allocator."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    base["PYTHONPATH"] = src + os.pathsep + base.get("PYTHONPATH", "")
+    runs = {}
+    for label, extra in (("glibc defaults", {}), ("tuned", TUNED_ENV)):
+        proc = subprocess.run([sys.executable, "-c", _MALLOC_PROBE], env={**base, **extra},
+                              capture_output=True, text=True, check=True)
+        runs[label] = json.loads(proc.stdout)
+    rows = [[name, *(f"{runs[label][name][i] * 1e3:.3f}" for label in runs for i in (0, 1)),
+             f"{runs['glibc defaults'][name][0] / runs['tuned'][name][0]:.1f}×"]
+            for name in runs["tuned"]]
+    return {
+        "runs": runs,
+        "table": {"columns": ["tanh-GELU backward, (12, 64, 512) float32",
+                              "defaults: median ms", "defaults: min ms", "tuned: median ms",
+                              "tuned: min ms", "median slow-down with defaults"],
+                  "rows": rows},
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     import torch  # noqa: F401  (loaded so the harness pins its thread pool too)
 
-    print("glibc malloc defaults:")
-    ops_default, rows_default = measure(args.repeats)
+    effect = malloc_effect()
+    print(effect["table"]["rows"], flush=True)
     tuned = tune_malloc()
-    print(f"malloc tuned: {tuned}")
     ops, rows = measure(args.repeats)
-    effect = [[name, round(ops_default[name]["timings"][k]["median_s"] * 1e3, 3),
-               round(ops[name]["timings"][k]["median_s"] * 1e3, 3),
-               f"{ops_default[name]['timings'][k]['median_s'] / ops[name]['timings'][k]['median_s']:.1f}×"]
-              for name in ops for k in ("fused", "torch")]
     results = {
         "shapes": {"batch": B, "context_length": T, "d_model": D, "n_heads": H,
                    "vocab_size": V, "dtype": "float32", "threads": 1},
         "repeats": args.repeats,
+        "passes_per_sample": INNER,
         "malloc_tuned": tuned,
         "ops": ops,
-        "ops_default_malloc": ops_default,
         "table": {"columns": COLUMNS, "rows": rows},
-        "table_default_malloc": {"columns": COLUMNS, "rows": rows_default},
-        "malloc_effect": {
-            "columns": ["op", "ms, glibc defaults", "ms, tuned malloc", "speed-up"],
-            "rows": [[f"{r[0]} ({k})", *r[1:]] for r, k in zip(effect, ["fused", "torch"] * 99)],
-        },
+        "malloc_effect": effect,
     }
     print(save("fused_ops", results))
 
