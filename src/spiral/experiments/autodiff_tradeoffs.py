@@ -171,11 +171,12 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     fig, axes = new_figure(1, 2, width=7.6, height=3.2, sharey=True)
     for ax, name in zip(axes, ("float64", "float32")):
         r = results[name]
-        for key, color in (("forward", PALETTE[0]), ("central", PALETTE[1])):
+        for key, label, color, dy in (("forward", "one-sided", PALETTE[0], 9),
+                                      ("central", "central", PALETTE[1], -11)):
             err = np.maximum(np.asarray(r[key]), 1e-17)  # an exact hit would be log(0)
             ax.loglog(h, err, "o-", color=color, ms=2.5)
             i = int(np.argmax(h < 10.0 ** -0.9))
-            direct_label(ax, [h[i]], [err[i]], f"{key} difference", color=color, dy=6)
+            direct_label(ax, [h[i]], [err[i]], label, color=color, dy=dy)
         ax.axvline(np.sqrt(r["eps"]), color="#bbbbbb", lw=0.8, ls=":")
         ax.set_xlabel("step h")
         ax.set_title(f"{name}: truncation falls, rounding rises", loc="left", fontsize=9)
