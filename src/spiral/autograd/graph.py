@@ -12,6 +12,7 @@ Drawn with matplotlib alone (no graphviz). Book: stage 2, "Computational graphs"
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from matplotlib.axes import Axes
@@ -64,8 +65,11 @@ def draw_graph(
     x_gap: float = 1.0,
     y_gap: float = 1.0,
     fontsize: float = 6.5,
+    text: Callable[[Value], str] = node_text,
 ) -> Figure:
     """Draw the graph that computed ``root`` with each node's data and grad; return the figure.
+
+    ``text(v)`` gives a node's label (default: op or name, data, grad).
 
     >>> x = Value(2.0); y = (x * x).tanh(); y.backward()
     >>> fig = draw_graph(y)
@@ -95,7 +99,7 @@ def draw_graph(
         ax.add_patch(FancyBboxPatch(
             (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.06",
             facecolor=color, edgecolor="#555555", lw=0.6, zorder=2))
-        ax.text(x, y, node_text(v), ha="center", va="center", fontsize=fontsize, zorder=3,
+        ax.text(x, y, text(v), ha="center", va="center", fontsize=fontsize, zorder=3,
                 linespacing=1.15)
     xs = [x for x, _ in xy.values()]
     ys = [y for _, y in xy.values()]

@@ -128,6 +128,26 @@ def backward_snapshots(root: Value) -> list[dict[Value, float]]:
     return snaps
 
 
+def mode_orders(root: Value, seed: Value) -> tuple[dict[Value, tuple[int, float]],
+                                                      dict[Value, tuple[int, float]]]:
+    """For every node: (step, tangent ∂v/∂seed) in forward mode and (step, adjoint ∂root/∂v)
+    in reverse mode. Forward mode visits nodes in topological order, reverse mode in reverse."""
+    order = topological_order(root)
+    fwd: dict[Value, tuple[int, float]] = {}
+    tangent: dict[Value, float] = {}
+    for step, v in enumerate(order):
+        tangent[v] = 1.0 if v is seed else sum(d * tangent[p] for p, d in zip(v._prev, v._local))
+        fwd[v] = (step + 1, tangent[v])
+    adjoint = dict.fromkeys(order, 0.0)
+    adjoint[root] = 1.0
+    rev: dict[Value, tuple[int, float]] = {}
+    for step, v in enumerate(reversed(order)):
+        rev[v] = (step + 1, adjoint[v])
+        for p, d in zip(v._prev, v._local):
+            adjoint[p] += d * adjoint[v]
+    return fwd, rev
+
+
 def plot(results: dict[str, Any]) -> dict[str, Any]:
     o, _ = neuron(results["neuron"]["params"])
     o.backward()
@@ -144,7 +164,20 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
             v.grad = g
         draw_graph(o2, ax=ax, title=f"after {k} backward step{'s' if k != 1 else ''}",
                    fontsize=5.5)
+    o3, leaves3 = neuron(results["neuron"]["params"])
+    w1 = next(v for v in leaves3 if v.label == "w1")
+    fwd, rev = mode_orders(o3, w1)
+    modes, (ax_f, ax_r) = new_figure(1, 2, width=10.0, height=3.4)
+
+    def name(v: Value) -> str:
+        return getattr(v, "label", "") or v._op
+
+    draw_graph(o3, ax=ax_f, fontsize=5.5, title="forward mode, seed w1: left to right",
+               text=lambda v: f"{name(v)}\nstep {fwd[v][0]}\n∂·/∂w1 = {fwd[v][1] + 0.0:.3g}")
+    draw_graph(o3, ax=ax_r, fontsize=5.5, title="reverse mode: right to left",
+               text=lambda v: f"{name(v)}\nstep {rev[v][0]}\n∂o/∂· = {rev[v][1] + 0.0:.3g}")
     return {
+        "mode_order": modes,
         "gradient_flow": flow,
         "neuron_graph": draw_graph(o, title="o = tanh(x₁w₁ + x₂w₂ + b): data and ∂o/∂·"),
         "mlp_graph": draw_graph(loss, title="2-3-1 MLP, L = (ŷ - t)²: data and ∂L/∂·",
@@ -164,6 +197,11 @@ def check(results: dict[str, Any]) -> None:
     assert n["grads"]["w2"] == 0.0
     # the neuron: 5 leaves + 2 products + 2 sums + tanh
     assert (n["nodes"], n["edges"]) == (10, 9)
+    # forward mode seeded at w1 ends with ∂o/∂w1; reverse mode gives it to w1 directly
+    o, leaves = neuron(n["params"])
+    w1 = next(v for v in leaves if v.label == "w1")
+    fwd, rev = mode_orders(o, w1)
+    assert abs(fwd[o][1] - n["grads"]["w1"]) < 1e-15 and abs(rev[w1][1] - n["grads"]["w1"]) < 1e-15
     # the step-by-step sweep ends where backward() ends
     o, leaves = neuron(n["params"])
     final = backward_snapshots(o)[-1]
