@@ -125,3 +125,27 @@ def test_resume_is_bit_identical(tmp_path: Path, dropout: float) -> None:
     strip = [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in full.history]
     assert strip == [{k: v for k, v in r.items() if k != "tokens_per_s"}
                      for r in resumed.history]
+
+
+def test_cli_train_and_sample_write_a_run_directory(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("spiral.cli")
+    from spiral.cli import main
+
+    text = tmp_path / "tiny.txt"
+    text.write_text("the cat sat on the mat. " * 40)
+    out = tmp_path / "run"
+    assert main(["train", "mlp", "--data", str(text), "--out", str(out), "--max-steps", "4",
+                 "--eval-interval", "2", "--batch-size", "2", "--seq-len", "8",
+                 "--d-hidden", "8", "--no-progress"]) == 0
+    for name in ("config.json", "metrics.jsonl", "checkpoint.safetensors", "samples.txt"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_config"]["d_hidden"] == 8 and config["train_config"]["max_steps"] == 4
+    assert "validation:" in capsys.readouterr().out
+    assert main(["sample", str(out), "--prompt", "the ", "--max-new-tokens", "20",
+                 "--seed", "1"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("the ") and len(first.rstrip("\n")) == 24
+    main(["sample", str(out), "--prompt", "the ", "--max-new-tokens", "20", "--seed", "1"])
+    assert capsys.readouterr().out == first  # seeded

@@ -14,8 +14,11 @@ Every ``eval_interval`` steps the loop scores the model with the shared evaluato
 ``train_loss`` is the mean training loss of the steps since the previous evaluation. The
 final evaluation, on the whole validation split, is the number to report.
 
-All randomness (batches, dropout) comes from ONE ``np.random.Generator``; checkpoints save
-its state, so a resumed run continues bit-identically (tested).
+BLAS runs single-threaded by default (``threads=1``): these matrices are small, and on a
+shared machine a second BLAS thread that has to wait for a busy core made each matmul ~40×
+slower (measured; see the lab notes). All randomness (batches, dropout) comes from ONE
+``np.random.Generator``; checkpoints save its state, so a resumed run continues
+bit-identically (tested).
 Chapter: stage 4 (the training toolkit).
 """
 
@@ -46,7 +49,7 @@ class TrainConfig:
     batch_size: int = 32          # windows per micro-batch
     seq_len: int = 64             # tokens per training window
     grad_accum: int = 1           # micro-batches per optimizer step
-    lr: float = 3e-3
+    lr: float = 5e-3
     min_lr_ratio: float = 0.1     # cosine schedule decays to lr · min_lr_ratio
     warmup_steps: int = 50
     schedule: str = "cosine"      # cosine | constant
@@ -57,6 +60,7 @@ class TrainConfig:
     checkpoint_interval: int = 0  # 0 = only at the end (when an out dir is given)
     seed: int = 0
     progress: bool = True
+    threads: int | None = 1       # BLAS threads while training (None = leave as is)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +119,17 @@ def train(
     ``until`` stops early after that step (as an interruption would); the schedule still
     follows ``config.max_steps``.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=config.threads, user_api="blas"):
+        return _train(model, optimizer, train_ids, val_ids, config, rng, out_dir, state,
+                      schedule, checkpoint_meta, until)
+
+
+def _train(model: Module, optimizer: Any, train_ids: np.ndarray, val_ids: np.ndarray,
+           config: TrainConfig, rng: np.random.Generator, out_dir: str | Path | None,
+           state: TrainState | None, schedule: Callable[[int], float] | None,
+           checkpoint_meta: dict[str, Any] | None, until: int | None) -> TrainState:
     from tqdm import tqdm
 
     from spiral import checkpoint

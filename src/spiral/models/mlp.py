@@ -34,8 +34,8 @@ class MLPConfig:
 
     vocab_size: int
     n_context: int = 8          # tokens the model sees (Bengio's n - 1)
-    d_embed: int = 24           # size of each token's embedding
-    d_hidden: int = 256         # width of every hidden layer
+    d_embed: int = 16           # size of each token's embedding
+    d_hidden: int = 128         # width of every hidden layer
     n_layers: int = 2           # number of hidden layers
     activation: str = "tanh"    # relu | tanh | gelu | gelu_tanh | silu
     dropout: float = 0.0
