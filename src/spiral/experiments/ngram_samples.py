@@ -36,7 +36,10 @@ class Config:
 
 def _copy_fraction(lm: NGramLM, train_codes: np.ndarray, text: str, m: int) -> float:
     codes = window_codes(lm.encode(text), m, lm.vocab_size)
-    return float(np.mean(np.isin(codes, train_codes))) if len(codes) else 0.0
+    if not len(codes):
+        return 0.0
+    pos = np.minimum(np.searchsorted(train_codes, codes), len(train_codes) - 1)
+    return float(np.mean(train_codes[pos] == codes))  # train_codes is sorted and distinct
 
 
 def _block(text: str) -> str:
