@@ -354,3 +354,9 @@ def test_docstring_examples_run(name: str) -> None:
     module = importlib.import_module(f"spiral.autograd.{name}")
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_where_with_two_scalars_is_a_constant() -> None:
+    out = where(Tensor([True, False]), 1.0, 0.0)
+    assert isinstance(out, Tensor) and not out.requires_grad
+    np.testing.assert_array_equal(out.data, [1.0, 0.0])

@@ -1,6 +1,8 @@
 """spiral.autograd: automatic differentiation, the engine every model in the book trains on.
 
-- ``Tensor`` (``tensor.py``): reverse-mode autodiff on NumPy arrays with PyTorch's names.
+- ``Tensor`` (``tensor.py``): reverse-mode autodiff on NumPy arrays with PyTorch's names;
+  the graph machinery and the backward sweep are in ``engine.py``, the ops (each with its
+  local backward) in ``ops_arith``, ``ops_elementwise``, ``ops_reduce`` and ``ops_shape``.
 - ``Function`` (``function.py``): the extension point for ops with a hand-derived backward.
 - ``gradcheck`` / ``gradcheck_directional`` (``gradcheck.py``): central finite differences.
 - ``hooks``: allocation callbacks for the memory profiler.

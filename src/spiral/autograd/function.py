@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spiral.autograd import tensor as _tensor
+from spiral.autograd import engine as _engine
 from spiral.autograd.tensor import Tensor, _make
 
 
@@ -94,7 +94,7 @@ class Function:
                 needs.append(False)
         ctx.needs_input_grad = tuple(needs)
         out = cls.forward(ctx, *arrays)
-        if not (any_grad and _tensor._grad_enabled):
+        if not (any_grad and _engine._grad_enabled):
             return _make(out, (), None, cls.__name__)
         n_inputs = len(args)
         user_backward = cls.backward
@@ -121,7 +121,7 @@ class Function:
             return tuple(picked)
 
         t = _make(out, tuple(parents), _function_backward, name + "Backward")
-        if t.requires_grad and t.data.dtype not in _tensor._FLOAT_DTYPES:
+        if t.requires_grad and t.data.dtype not in _engine._FLOAT_DTYPES:
             t.requires_grad, t._parents, t._backward = False, (), None
         return t
 
