@@ -245,7 +245,11 @@ class NGramLM:
         return code
 
     def prob(self, context: str | Sequence[int], token: str | int) -> float:
-        """P(token | last order-1 tokens of context); a shorter context uses a lower order."""
+        """P(token | last order-1 tokens of context); a shorter context uses a lower order.
+
+        Contexts are taken literally: for a model of separate sequences, write the begin
+        markers yourself (``lm.prob("\\n\\n", "e")`` is P(first letter = e) at order 3).
+        """
         self._check_fitted()
         ctx = self.encode(context)[-(self.order - 1) :] if self.order > 1 else np.zeros(0, int)
         tgt = self.encode([int(token)] if self.kind == "int" else str(token))
@@ -254,7 +258,10 @@ class NGramLM:
         return float(self._probs(self._ctx_codes(ctx[None, :]), len(ctx), tgt)[0])
 
     def distribution(self, context: str | Sequence[int] | np.ndarray) -> np.ndarray:
-        """The next-token distribution after ``context`` (ids or tokens): (V,) probabilities."""
+        """The next-token distribution after ``context``: (V,) probabilities.
+
+        An ``np.ndarray`` is read as the model's ids, a ``str`` or list as tokens.
+        """
         self._check_fitted()
         if isinstance(context, np.ndarray):
             ids = context.astype(np.int64)
@@ -353,16 +360,22 @@ class NGramLM:
         start = [self._boundary_id()] * w if self.sequences else []
         ctx = start + (list(self.encode(prompt)) if prompt is not None and len(prompt) else [])
         out = np.empty(n, dtype=np.int64)
+        cdfs: dict[tuple[int, ...], np.ndarray] = {}  # context -> cumulative distribution
+        boundary = self._boundary_id()
         for t in range(n):  # sampling is inherently sequential
-            dist = self._next_distribution(np.asarray(ctx[len(ctx) - min(len(ctx), w) :], np.int64))
-            if temperature != 1.0:
-                with np.errstate(divide="ignore"):
-                    logits = np.log(dist) / temperature
-                dist = np.exp(logits - logits.max())
-            cdf = np.cumsum(dist)
+            key = tuple(ctx[len(ctx) - min(len(ctx), w) :])
+            cdf = cdfs.get(key)
+            if cdf is None:
+                dist = self._next_distribution(np.asarray(key, dtype=np.int64))
+                if temperature != 1.0:
+                    with np.errstate(divide="ignore"):
+                        logits = np.log(dist) / temperature
+                    dist = np.exp(logits - logits.max())
+                cdf = cdfs[key] = np.cumsum(dist)
+            # inverse CDF: the first token whose cumulative mass exceeds u
             tok = int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(cdf) - 1))
             out[t] = tok
-            if self.sequences and tok == self._boundary_id():
+            if self.sequences and tok == boundary:
                 ctx = list(start)
             else:
                 ctx.append(tok)
