@@ -176,7 +176,7 @@ def check(results: dict[str, Any]) -> None:
 
 EXPERIMENT = Experiment(
     name="stability_init_depth", stage=6, title="Activations and gradients through 50 layers",
-    quick=Config(width=256, batch=32), full=Config(),
+    quick=Config(width=256, batch=32, seeds=(0, 1)), full=Config(),
     run=run, plot=plot, check=check,
     summary=lambda r: [(k, f"top std {v['std_last']['mean']:.2g}")
                        for k, v in r["summary"].items()],
