@@ -1,6 +1,7 @@
 """Pre-LN vs post-LN residual stacks at growing depth: gradients per layer and training (stage 6).
 
-    post-LN: x_{l+1} = LN(x_l + F(x_l))          pre-LN: x_{l+1} = x_l + F(LN(x_l)), LN(x_L) at the end
+    post-LN: x_{l+1} = LN(x_l + F(x_l))
+    pre-LN:  x_{l+1} = x_l + F(LN(x_l)), and LN(x_L) at the end
 
 In pre-LN, ∂L/∂x_l = ∂L/∂x_L · Π_{k≥l}(I + J_k) carries the top gradient unchanged down the
 identity path; in post-LN every layer multiplies the gradient by a LayerNorm Jacobian, which
