@@ -183,11 +183,12 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     fig1, (a1, a2) = new_figure(1, 2, width=9.0, height=3.4)
     for ax, raw, hat, ref, title in [(a1, "m", "m_hat", "g_mean", "first moment, mean |·|"),
                                      (a2, "v", "v_hat", "g2_mean", "second moment, mean")]:
-        for key, color, label, dy in [(raw, PALETTE[1], "raw", 0),
-                                      (hat, PALETTE[0], "bias-corrected", 7),
-                                      (ref, PALETTE[6], "running mean", -7)]:
+        order = sorted((raw, hat, ref), key=lambda k: mom[k][-1])   # fan labels out by end
+        for key, color, label in [(raw, PALETTE[1], "raw"), (hat, PALETTE[0], "bias-corrected"),
+                                  (ref, PALETTE[6], "running mean")]:
             ax.loglog(t, mom[key], color=color, lw=1.2)
-            direct_label(ax, t.tolist(), mom[key], label, color=color, dy=dy)
+            direct_label(ax, t.tolist(), mom[key], label, color=color,
+                         dy=9 * (order.index(key) - 1))
         ax.set_xlabel("step")
         ax.set_title(title)
     fig2, (b1, b2) = new_figure(1, 2, width=9.0, height=3.4)
@@ -213,7 +214,8 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         ax.semilogx(np.arange(1, len(smooth) + 1), smooth, color=color,
                     ls="-" if w["warmup"] else ":")
         direct_label(ax, np.arange(1, len(smooth) + 1).tolist(), smooth.tolist(),
-                     f"lr {w['lr']:g}{' + warmup' if w['warmup'] else ''}", color=color)
+                     f"lr {w['lr']:g}{' + warmup' if w['warmup'] else ''}", color=color,
+                     dy=6 if w["warmup"] else -6)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (nats, smoothed)")
     ax.set_title("Adam with and without 100 warmup steps (dotted: none)")
