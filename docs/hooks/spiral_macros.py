@@ -59,8 +59,33 @@ def stage_map(docs_dir: Path, page_uri: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+def chapter_references(docs_dir: Path) -> str:
+    """Every chapter's "References" section, gathered under one heading per stage."""
+    import re
+
+    from spiral.stages import STAGES
+
+    out = []
+    for s in STAGES:
+        page = docs_dir / "stages" / s.chapter_dir / "index.md"
+        if not page.is_file():
+            continue
+        text = page.read_text(encoding="utf-8")
+        m = re.search(r"^## References\b.*?$(.*?)(?=^## |\Z)", text, re.M | re.S)
+        if m and m.group(1).strip():
+            body = re.sub(r"^(#{3,6}) ", lambda h: "#" + h.group(1) + " ", m.group(1).strip(),
+                          flags=re.M)
+            link = f"stages/{s.chapter_dir}/index.md"
+            out.append(f"## Stage {s.number} — [{s.title}]({link})\n\n{body}\n")
+    return "\n".join(out)
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     assert _book is not None
+    if "<!-- chapter-references -->" in markdown:
+        markdown = markdown.replace(
+            "<!-- chapter-references -->", chapter_references(Path(config["docs_dir"]))
+        )
     if "<!-- stage-map -->" in markdown:
         markdown = markdown.replace(
             "<!-- stage-map -->", stage_map(Path(config["docs_dir"]), page.file.src_uri)
