@@ -117,27 +117,48 @@ def _run(config: Config) -> dict[str, Any]:
     }
 
 
-def _plot_metric(results: dict[str, Any], metric: str, ylabel: str) -> Any:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+def _spread_labels(ax: Any, ends: list[tuple[float, float, str, str]], gap_pt: float = 9) -> None:
+    """Direct labels at the lines' last points, nudged apart vertically so none overlap."""
+    from spiral.experiments.style import direct_label
 
-    fig, axes = new_figure(1, 2, width=9.0, height=3.6, sharey=True)
+    ax.autoscale_view()
+    fig = ax.figure
+    to_pt = 72.0 / fig.dpi
+    ys = [ax.transData.transform((x, y))[1] * to_pt for x, y, _, _ in ends]
+    order = np.argsort(ys)
+    placed: list[float] = []
+    for i in order:
+        target = ys[i] if not placed else max(ys[i], placed[-1] + gap_pt)
+        placed.append(target)
+        x, y, text, color = ends[i]
+        direct_label(ax, [x], [y], text, color=color, dy=target - ys[i])
+
+
+def _plot_metric(results: dict[str, Any], metric: str, ylabel: str, log_tanh: bool) -> Any:
+    from spiral.experiments.style import PALETTE, new_figure
+
+    fig, axes = new_figure(1, 2, width=9.6, height=3.8)
     for ax, act in zip(axes, ACTIVATIONS):
+        log = act == "relu" or log_tanh
+        ends = []
         for i, scheme in enumerate(SCHEMES):
-            y = np.asarray(results["curves"][f"{act}_{scheme}"][metric])
-            y = np.maximum(y, 1e-30)  # log axis: underflow to exactly 0 is drawn at the floor
+            y = np.asarray(results["curves"][f"{act}_{scheme}"][metric], dtype=float)
+            if log:  # log axis: values below 1e-30 (down to exact 0) are drawn at the floor
+                y = np.maximum(y, 1e-30)
             x = list(range(1, len(y) + 1))
-            ax.semilogy(x, y, color=PALETTE[i])
-            direct_label(ax, x, y.tolist(), LABELS[scheme], color=PALETTE[i])
-        ax.set_title(f"{act}, {results['width']} wide")
+            (ax.semilogy if log else ax.plot)(x, y, color=PALETTE[i])
+            ends.append((float(x[-1]), float(y[-1]), LABELS[scheme], PALETTE[i]))
+        _spread_labels(ax, ends)
+        ax.set_title(f"{act}, {results['width']} wide, {results['depth']} layers")
         ax.set_xlabel("layer")
-    axes[0].set_ylabel(ylabel)
+        ax.set_ylabel(ylabel + (" (floor 1e-30)" if log else ""))
     return fig
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
     return {
-        "activation_std": _plot_metric(results, "std", "std of activations"),
-        "gradient_norm": _plot_metric(results, "grad", "‖∂L/∂W_l‖ (Frobenius)"),
+        "activation_std": _plot_metric(results, "std", "std of activations", log_tanh=False),
+        "gradient_norm": _plot_metric(results, "grad", "‖∂L/∂W_l‖ (Frobenius)", log_tanh=True),
     }
 
 
