@@ -113,3 +113,16 @@ def test_schedule_lr_and_set_lr_drive_every_group() -> None:
     other = ScheduleLR(SGD([Tensor(np.zeros(1), requires_grad=True)]), schedule)
     other.load_state_dict(state)
     assert other.last_epoch == sched.last_epoch == 12
+
+
+@pytest.mark.parametrize("warmup,max_steps,min_ratio", [(10, 100, 0.1), (1, 50, 0.0), (25, 60, 0.5)])
+def test_cosine_with_warmup_is_the_training_loops_multiplier(warmup, max_steps, min_ratio) -> None:
+    """The shared loop (stage 4) multiplies base lrs by schedule(step); ours built with lr=1
+    is exactly its default warmup + cosine multiplier."""
+    from spiral.train import TrainConfig, lr_multiplier
+
+    theirs = lr_multiplier(TrainConfig(max_steps=max_steps, warmup_steps=warmup,
+                                       min_lr_ratio=min_ratio, schedule="cosine"))
+    ours = cosine_with_warmup(1.0, warmup, max_steps, min_ratio)
+    np.testing.assert_allclose([ours(k) for k in range(max_steps + 5)],
+                               [theirs(k) for k in range(max_steps + 5)], rtol=1e-12, atol=1e-15)
