@@ -29,7 +29,15 @@ import numpy as np
 from spiral.autograd import Tensor
 from spiral.experiments.framework import Experiment, mean_sd
 from spiral.experiments.stability_common import single_thread
-from spiral.nn import Embedding, Linear, Module, ResidualMLP
+from spiral.nn import (
+    Embedding,
+    FeedForward,
+    Linear,
+    Module,
+    PostLNBlock,
+    PreLNBlock,
+    ResidualMLP,
+)
 from spiral.nn import functional as F
 
 PLACEMENTS = ("pre", "post")
@@ -68,7 +76,11 @@ def _grad_profile(placement: str, config: Config, seed: int, d: dict[str, Any]) 
     net = ResidualClassifier(d["vocab_size"], config.grad_depth, placement, config.d_model, rng)
     idx = rng.integers(0, len(d["x"]), 256)
     F.cross_entropy(net(d["x"][idx]), d["y"][idx]).backward()
-    return [float(np.linalg.norm(blk.sublayer.fc.weight.grad)) for blk in net.body.blocks]
+    grads = []
+    for blk in net.body.blocks:
+        assert isinstance(blk, (PreLNBlock, PostLNBlock)) and isinstance(blk.sublayer, FeedForward)
+        grads.append(float(np.linalg.norm(blk.sublayer.fc.weight.grad)))
+    return grads
 
 
 def _train(placement: str, depth: int, config: Config, seed: int, d: dict[str, Any]
