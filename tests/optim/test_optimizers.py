@@ -202,3 +202,22 @@ def test_rejects_bad_arguments() -> None:
         SGD([{"params": [p]}, {"params": [p]}])
     with pytest.raises(TypeError):
         SGD(p)
+
+
+def test_step_with_closure_under_no_grad() -> None:
+    """step(closure) re-evaluates the loss with gradients on, even inside no_grad (as torch)."""
+    from spiral.autograd import no_grad
+
+    p = Tensor(np.array([3.0, -1.0]), requires_grad=True)
+    opt = SGD([p], lr=0.1)
+
+    def closure():
+        opt.zero_grad()
+        loss = (p * p).sum()
+        loss.backward()
+        return loss
+
+    with no_grad():
+        loss = opt.step(closure)
+    assert float(loss.item()) == pytest.approx(10.0)
+    np.testing.assert_allclose(p.data, np.array([3.0, -1.0]) * (1 - 0.2))

@@ -105,7 +105,10 @@ class Optimizer(ABC):
         """One update of every parameter that has a gradient; returns ``closure()`` if given."""
         loss = None
         if closure is not None:
-            loss = closure()
+            from spiral.autograd import enable_grad
+
+            with enable_grad():                         # as torch: the closure may backprop
+                loss = closure()
         for group in self.param_groups:
             self._update_group(group)
         return loss
