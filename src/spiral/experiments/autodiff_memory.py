@@ -70,11 +70,11 @@ def forward(params: list[tuple[Tensor, Tensor]], x: Tensor, y: Tensor) -> Tensor
     return ((h - y) ** 2).mean()
 
 
-def _graph(root: Tensor) -> list[Tensor]:
-    """The recorded graph, parents before children."""
-    order: list[Tensor] = []
+def _graph(root: Tensor) -> list[Any]:
+    """The recorded graph (tensors), parents before children."""
+    order: list[Any] = []
     seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    stack: list[tuple[Any, bool]] = [(root, False)]
     while stack:
         t, done = stack.pop()
         if done:
