@@ -94,8 +94,9 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     steps = results["steps"]
     axes[0].plot(steps, results["loss"], color=PALETTE[0])
     axes[0].axhline(results["count_loss"], color=PALETTE[1], lw=1.0, ls="--")
-    axes[0].annotate("counting (closed form)", xy=(steps[0], results["count_loss"]),
-                     xytext=(2, -10), textcoords="offset points", fontsize=7, color=PALETTE[1])
+    axes[0].annotate("counting (closed form)", xy=(steps[-1], results["count_loss"]),
+                     xytext=(0, 6), textcoords="offset points", ha="right", fontsize=7,
+                     color=PALETTE[1])
     direct_label(axes[0], steps, results["loss"], "gradient descent", color=PALETTE[0])
     axes[0].set_xscale("log")
     axes[0].set_xlabel("gradient step")

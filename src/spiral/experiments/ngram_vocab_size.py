@@ -19,7 +19,7 @@ import numpy as np
 
 from spiral.experiments import ngram_corpora as nc
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import PALETTE, direct_label, new_figure
+from spiral.experiments.style import PALETTE, new_figure
 from spiral.ngram import NGramLM
 from spiral.tokenizers.bpe import BPETokenizer
 
@@ -91,12 +91,15 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     for color, r in zip(PALETTE, results["by_vocab"]):
         orders = list(range(1, len(r["tune_bits_by_order"]) + 1))
         axes[0].plot(orders, r["tune_bits_by_order"], marker="o", ms=3, color=color)
-        direct_label(axes[0], orders, r["tune_bits_by_order"], f"|V| = {r['vocab_size']}",
-                     color=color)
+        axes[0].annotate(f"|V| = {r['vocab_size']}", xy=(1, r["tune_bits_by_order"][0]),
+                         xytext=(-6, 0), textcoords="offset points", ha="right", va="center",
+                         fontsize=7, color=color)
     axes[0].set_xlabel("order n (in tokens)")
     axes[0].set_ylabel("tune bits per character")
     axes[0].set_title("Kneser–Ney over BPE tokens", loc="left")
-    axes[0].set_xlim(0.7, 6.5)
+    longest = max(len(r["tune_bits_by_order"]) for r in results["by_vocab"])
+    axes[0].set_xlim(-0.6, longest + 0.3)
+    axes[0].set_xticks(range(1, longest + 1))
     vs = [r["vocab_size"] for r in results["by_vocab"]]
     bits = [r["val_bits_per_char"] for r in results["by_vocab"]]
     axes[1].plot(vs, bits, marker="o", color=PALETTE[1])
