@@ -121,7 +121,7 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
             if ok.any():
                 ax.plot(np.array(orders)[ok], val[ok], color=color, marker="o", ms=3)
                 direct_label(ax, list(np.array(orders)[ok]), list(val[ok]), LABELS[s],
-                             color=color)
+                             color=color, dy={"laplace": 5, "add_k": -5}.get(s, 0))
             if (~ok).any():
                 ax.annotate(f"{LABELS[s]}: validation ∞ from order {orders[int(np.argmin(ok))]}",
                             xy=(0.02, 0.02), xycoords="axes fraction", fontsize=7, color=color)
