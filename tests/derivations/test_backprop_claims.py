@@ -190,3 +190,15 @@ def test_gelu_derivative_is_cdf_plus_x_pdf():
     y, cdf = K.gelu_forward(x)
     fd = np.array([fd_jacobian(lambda z: K.gelu_forward(z)[0], np.array([v]))[0, 0] for v in x])
     np.testing.assert_allclose(K.gelu_backward(np.ones_like(x), x, cdf), fd, atol=1e-8)
+
+
+def test_masked_attention_scores_get_exactly_zero_gradient():
+    """Masked entries have P = 0 exactly, so dS = P ⊙ (...) is exactly 0 there."""
+    rng = np.random.default_rng(14)
+    q, k, v, g = (rng.standard_normal((5, 4)) for _ in range(4))
+    mask = K.causal_mask(5, 5, np.float64)
+    _, p, _ = K.attention_forward(q, k, v, mask, 0.5)
+    ds = K.softmax_backward(g @ v.T, p, -1)
+    above = np.triu(np.ones((5, 5), dtype=bool), k=1)
+    assert np.all(p[above] == 0.0) and np.all(ds[above] == 0.0)
+    assert np.all(np.isfinite(ds))

@@ -237,3 +237,12 @@ def test_layer_norm_with_only_weight_or_only_bias_matches_torch(affine):
         return TF.layer_norm(a, (2, 6), **{affine: q})
 
     assert_same(ours(mine, [x, p], g), theirs(ref, [x, p], g), TOL[np.float64])
+
+
+def test_cross_entropy_with_every_target_ignored_is_nan_like_torch():
+    x = np.zeros((2, 3))
+    t = np.array([-100, -100])
+    ours_loss = F.cross_entropy(Tensor(x), t).item()
+    torch_loss = TF.cross_entropy(torch.tensor(x), torch.tensor(t)).item()
+    assert np.isnan(ours_loss) and np.isnan(torch_loss)
+    assert F.cross_entropy(Tensor(x), t, reduction="sum").item() == 0.0
