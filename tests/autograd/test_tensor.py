@@ -360,3 +360,21 @@ def test_where_with_two_scalars_is_a_constant() -> None:
     out = where(Tensor([True, False]), 1.0, 0.0)
     assert isinstance(out, Tensor) and not out.requires_grad
     np.testing.assert_array_equal(out.data, [1.0, 0.0])
+
+
+def test_integer_and_float_operands_promote_like_torch() -> None:
+    torch = pytest.importorskip("torch")
+    ints = np.array([[1, 2], [3, 4]])
+    floats = np.ones((2, 2), dtype=np.float32)
+    mask = np.array([[True, False], [False, True]])
+    cases = [
+        lambda m, i, f, k: i * f, lambda m, i, f, k: f - i, lambda m, i, f, k: k * f,
+        lambda m, i, f, k: i * 2.5, lambda m, i, f, k: 1.5 - i, lambda m, i, f, k: i / 2,
+        lambda m, i, f, k: i / i, lambda m, i, f, k: 3 / i, lambda m, i, f, k: i + 1,
+        lambda m, i, f, k: i * i, lambda m, i, f, k: i.float() @ f, lambda m, i, f, k: i @ i,
+    ]
+    for fn in cases:
+        ours = fn(ag, ag.tensor(ints), ag.tensor(floats), ag.tensor(mask))
+        ref = fn(torch, torch.tensor(ints), torch.tensor(floats), torch.tensor(mask))
+        assert str(ours.dtype) == str(ref.dtype).removeprefix("torch."), (ours.dtype, ref.dtype)
+        np.testing.assert_allclose(ours.data, ref.numpy(), rtol=1e-6)

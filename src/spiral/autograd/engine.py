@@ -128,6 +128,26 @@ def _unbroadcast(g: Any, shape: tuple[builtins.int, ...]) -> Any:
     return g
 
 
+def _promote(a: Any, b: Any) -> tuple[Any, Any]:
+    """Operands of different dtypes, promoted as torch does where NumPy differs: an integer or
+    bool array meeting a float array takes the float's dtype (NumPy would go to float64)."""
+    ka, kb = a.dtype.kind, b.dtype.kind
+    if ka == "f" and kb != "f":
+        return a, b.astype(a.dtype)
+    if kb == "f" and ka != "f":
+        return a.astype(b.dtype), b
+    return a, b
+
+
+def _with_scalar(a: Any, value: Any, true_div: bool = False) -> tuple[Any, Any]:
+    """A Python (or NumPy) scalar operand as torch treats it: it never changes a float array's
+    dtype, and a float scalar (or true division) turns an integer array into float32."""
+    s = value.item() if isinstance(value, xp.generic) else value
+    if (true_div or type(s) is builtins.float) and a.dtype.kind != "f":
+        a = a.astype(_DEFAULT_FLOAT)
+    return a, s
+
+
 def _make(data: Any, parents: tuple[Any, ...], backward: Backward | None, op: str) -> Tensor:
     """Wrap an op's result; record the graph only if grad mode is on and a parent needs it."""
     t = _new(_tensor_class)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from spiral.autograd.engine import (
+    _DEFAULT_FLOAT,
     _PY_SCALARS,
     ArrayLike,
     Scalar,
@@ -19,8 +20,10 @@ from spiral.autograd.engine import (
     _identity_backward,
     _make,
     _neg_backward,
+    _promote,
     _scalar,
     _unbroadcast,
+    _with_scalar,
     as_tensor,
     xp,
 )
@@ -38,6 +41,8 @@ class ArithmeticOps(TensorBase):
         """a + b with broadcasting; backward: ā = ȳ, b̄ = ȳ, each summed back to its shape."""
         if isinstance(other, TensorBase):
             a, b = self.data, other.data
+            if a.dtype is not b.dtype:
+                a, b = _promote(a, b)
             ash, bsh = a.shape, b.shape
 
             def _add_backward(g: Any) -> tuple[Any, ...]:
@@ -45,7 +50,8 @@ class ArithmeticOps(TensorBase):
 
             return _make(a + b, (self, other), _add_backward, "AddBackward")
         if isinstance(other, _PY_SCALARS) or isinstance(other, xp.generic):
-            return _make(self.data + _scalar(other), (self,), _identity_backward, "AddBackward")
+            a, s = _with_scalar(self.data, other)
+            return _make(a + s, (self,), _identity_backward, "AddBackward")
         return self.__add__(as_tensor(other))
 
     __radd__ = __add__
@@ -54,6 +60,8 @@ class ArithmeticOps(TensorBase):
         """a − b with broadcasting; backward: ā = ȳ, b̄ = −ȳ."""
         if isinstance(other, TensorBase):
             a, b = self.data, other.data
+            if a.dtype is not b.dtype:
+                a, b = _promote(a, b)
             ash, bsh = a.shape, b.shape
 
             def _sub_backward(g: Any) -> tuple[Any, ...]:
@@ -61,19 +69,23 @@ class ArithmeticOps(TensorBase):
 
             return _make(a - b, (self, other), _sub_backward, "SubBackward")
         if isinstance(other, _PY_SCALARS) or isinstance(other, xp.generic):
-            return _make(self.data - _scalar(other), (self,), _identity_backward, "SubBackward")
+            a, s = _with_scalar(self.data, other)
+            return _make(a - s, (self,), _identity_backward, "SubBackward")
         return self.__sub__(as_tensor(other))
 
     def __rsub__(self, other: ArrayLike) -> Tensor:
         """s − a for a scalar s; backward: ā = −ȳ."""
         if isinstance(other, _PY_SCALARS) or isinstance(other, xp.generic):
-            return _make(_scalar(other) - self.data, (self,), _neg_backward, "RsubBackward")
+            a, s = _with_scalar(self.data, other)
+            return _make(s - a, (self,), _neg_backward, "RsubBackward")
         return as_tensor(other).__sub__(self)
 
     def __mul__(self, other: Tensor | ArrayLike) -> Tensor:
         """a · b elementwise with broadcasting; backward: ā = ȳ · b, b̄ = ȳ · a."""
         if isinstance(other, TensorBase):
             a, b = self.data, other.data
+            if a.dtype is not b.dtype:
+                a, b = _promote(a, b)
             ra, rb = self.requires_grad, other.requires_grad
 
             def _mul_backward(g: Any) -> tuple[Any, ...]:
@@ -82,12 +94,12 @@ class ArithmeticOps(TensorBase):
 
             return _make(a * b, (self, other), _mul_backward, "MulBackward")
         if isinstance(other, _PY_SCALARS) or isinstance(other, xp.generic):
-            s = _scalar(other)
+            a, s = _with_scalar(self.data, other)
 
             def _mul_scalar_backward(g: Any) -> tuple[Any, ...]:
                 return (g * s,)
 
-            return _make(self.data * s, (self,), _mul_scalar_backward, "MulBackward")
+            return _make(a * s, (self,), _mul_scalar_backward, "MulBackward")
         return self.__mul__(as_tensor(other))
 
     __rmul__ = __mul__
@@ -96,7 +108,11 @@ class ArithmeticOps(TensorBase):
         """a / b with broadcasting; backward: ā = ȳ / b, b̄ = −ȳ · a / b²."""
         if isinstance(other, TensorBase):
             a, b = self.data, other.data
+            if a.dtype is not b.dtype:
+                a, b = _promote(a, b)
             ra, rb = self.requires_grad, other.requires_grad
+            if a.dtype.kind != "f" and b.dtype.kind != "f":  # int / int is a float, as torch
+                a, b = a.astype(_DEFAULT_FLOAT), b.astype(_DEFAULT_FLOAT)
             out = a / b
 
             def _div_backward(g: Any) -> tuple[Any, ...]:
@@ -107,19 +123,19 @@ class ArithmeticOps(TensorBase):
 
             return _make(out, (self, other), _div_backward, "DivBackward")
         if isinstance(other, _PY_SCALARS) or isinstance(other, xp.generic):
-            s = _scalar(other)
+            a, s = _with_scalar(self.data, other, true_div=True)
 
             def _div_scalar_backward(g: Any) -> tuple[Any, ...]:
                 return (g / s,)
 
-            return _make(self.data / s, (self,), _div_scalar_backward, "DivBackward")
+            return _make(a / s, (self,), _div_scalar_backward, "DivBackward")
         return self.__truediv__(as_tensor(other))
 
     def __rtruediv__(self, other: ArrayLike) -> Tensor:
         """s / a for a scalar s; backward: ā = −ȳ · s / a²."""
         if isinstance(other, _PY_SCALARS) or isinstance(other, xp.generic):
-            a = self.data
-            out = _scalar(other) / a
+            a, s = _with_scalar(self.data, other, true_div=True)
+            out = s / a
 
             def _rdiv_backward(g: Any) -> tuple[Any, ...]:
                 return (-g * out / a,)  # d(s/a)/da = -s/a² = -out/a
@@ -176,6 +192,8 @@ class ArithmeticOps(TensorBase):
         if not isinstance(other, TensorBase):
             other = as_tensor(other)
         a, b = self.data, other.data
+        if a.dtype is not b.dtype:
+            a, b = _promote(a, b)
         ra, rb = self.requires_grad, other.requires_grad
         if a.ndim > 2 and b.ndim == 2:
             # (..., n, k) @ (k, m): one big GEMM instead of a batch of small ones
