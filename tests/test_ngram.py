@@ -272,3 +272,35 @@ def test_bad_data_and_bad_calls():
         NGramLM(2).fit(["ab\ncd"])
     with pytest.raises(ValueError, match="overflows"):
         NGramLM(40).fit(TEXT)
+
+
+@settings(max_examples=25, deadline=None)
+@given(text=st.text(alphabet="abc d", min_size=2, max_size=60), order=st.integers(1, 5),
+       smoothing=st.sampled_from(["add_k", "kneser_ney"]))
+def test_window_nll_property(text, order, smoothing):
+    """Every window target is scored by the model of the width it has in the window."""
+    lm = NGramLM(order, smoothing=smoothing, k=0.5).fit(text)
+    ids = lm.encode(text)[None, :]
+    nll = lm.window_nll(ids)[0]
+    for i in range(1, len(text)):
+        ctx = text[max(0, i - order + 1) : i]
+        assert nll[i - 1] == pytest.approx(-math.log(lm.prob(ctx, text[i])), abs=1e-12)
+
+
+def test_with_smoothing_equals_a_fresh_fit():
+    base = NGramLM(4).fit(TEXT)
+    for sm in SMOOTHINGS:
+        fresh = NGramLM(4, smoothing=sm, k=0.3, discount=0.6).fit(TEXT)
+        shared = base.with_smoothing(sm, k=0.3, discount=0.6)
+        np.testing.assert_array_equal(fresh.token_nll(TEXT[::-1]), shared.token_nll(TEXT[::-1]))
+
+
+def test_docstring_examples():
+    import doctest
+
+    import spiral.ngram.counts
+    import spiral.ngram.model
+
+    for module in (spiral.ngram.counts, spiral.ngram.model):
+        failed, tried = doctest.testmod(module)
+        assert tried > 0 and failed == 0
