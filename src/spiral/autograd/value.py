@@ -151,22 +151,23 @@ class Value:
         # Sweep 1: iterative depth-first search; an interior node is appended after all of
         # its parents, so `order` is topological. Interior gradients are reset on the way
         # (they are per call); leaves keep accumulating and need no place in `order`.
+        # The reset doubles as the visited mark: `zero` is a new float object, so
+        # `p.grad is zero` holds exactly for the nodes reached in this call (cheaper than a set).
         order: list[Value] = []
-        seen = {self}
+        zero = float()  # noqa: UP018 - must be a new object, not the shared 0.0 constant
+        if self._prev:
+            self.grad = zero
         stack = [(self, iter(self._prev))]
         while stack:
             v, parents = stack[-1]
             for p in parents:
-                if p._prev and p not in seen:  # leaves need no visit: they are not in order
-                    seen.add(p)
-                    p.grad = 0.0
+                if p._prev and p.grad is not zero:  # leaves need no visit: not in order
+                    p.grad = zero
                     stack.append((p, iter(p._prev)))
                     break
             else:  # every parent done
                 stack.pop()
                 order.append(v)
-        if self._prev:
-            self.grad = 0.0
         self.grad += gradient
         # Sweep 2: consumers before producers, so each v.grad is complete when it is read.
         for v in reversed(order):
