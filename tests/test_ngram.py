@@ -304,3 +304,14 @@ def test_docstring_examples():
     for module in (spiral.ngram.counts, spiral.ngram.model):
         failed, tried = doctest.testmod(module)
         assert tried > 0 and failed == 0
+
+
+def test_benchmark_peers_compute_the_same_perplexity():
+    """The three implementations timed in benchmarks/bench_ngram.py agree on a small text."""
+    pytest.importorskip("nltk")
+    bench = pytest.importorskip("benchmarks.bench_ngram")
+    train, val = TEXT * 3, TEXT[::-1]
+    for n in (1, 2, 3):
+        ppl = bench.ours(train, val, n)
+        assert bench.with_dict(train, val, n) == pytest.approx(ppl, rel=1e-9)
+        assert bench.with_nltk(train, val, n) == pytest.approx(ppl, rel=1e-9)
