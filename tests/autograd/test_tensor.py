@@ -378,3 +378,12 @@ def test_integer_and_float_operands_promote_like_torch() -> None:
         ref = fn(torch, torch.tensor(ints), torch.tensor(floats), torch.tensor(mask))
         assert str(ours.dtype) == str(ref.dtype).removeprefix("torch."), (ours.dtype, ref.dtype)
         np.testing.assert_allclose(ours.data, ref.numpy(), rtol=1e-6)
+
+
+def test_any_all_and_repr_like_torch() -> None:
+    torch = pytest.importorskip("torch")
+    x = np.array([[1.0, 0.0], [2.0, 3.0]])
+    for fn in (lambda t: t.any(), lambda t: (t > 0).all(1), lambda t: (t > 0).any(0)):
+        np.testing.assert_array_equal(fn(Tensor(x)).data, fn(torch.tensor(x)).numpy())
+    assert "dtype" not in repr(Tensor([True])) and "dtype" not in repr(torch.tensor([True]))
+    assert repr(Tensor([1, 2])) == repr(torch.tensor([1, 2]))

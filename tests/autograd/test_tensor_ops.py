@@ -160,6 +160,8 @@ CASES = [
     Case("cube", lambda m, a: a**3, lambda a: a * a * a),
     Case("pow_frac", lambda m, a: a**-1.5, lambda a: a**-1.5, domains=("pos",)),
     Case("rpow", lambda m, a: 2.0**a, lambda a: 2.0**a),
+    Case("method_spellings", lambda m, a: a.pow(3).add(a.square()).mul(0.5).sub(a).div(2.0).neg(),
+         lambda a: -((a**3 + a * a) * 0.5 - a) / 2.0),
     # binary with broadcasting
     Case("add", lambda m, a, b: a + b, np.add, broadcast()),
     Case("sub", lambda m, a, b: a - b, np.subtract, broadcast()),

@@ -239,6 +239,18 @@ class ArithmeticOps(TensorBase):
         """Same as ``self @ other``."""
         return self.__matmul__(other)
 
+    # torch's method spellings of the operators
+    add = __add__
+    sub = __sub__
+    mul = __mul__
+    div = __truediv__
+    pow = __pow__
+    neg = __neg__
+
+    def square(self) -> Tensor:
+        """x²; backward: x̄ = 2x ȳ."""
+        return self.__pow__(2)
+
     # comparisons give boolean tensors without gradients
     def _compare(self, other: Any, fn: Callable[[Any, Any], Any]) -> Tensor:
         return _make(fn(self.data, other.data if isinstance(other, TensorBase) else other), (),

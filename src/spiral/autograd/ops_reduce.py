@@ -119,6 +119,14 @@ class ReductionOps(TensorBase):
         """``min()`` -> scalar tensor; ``min(dim)`` -> ``(values, indices)`` like torch."""
         return self._extremum(dim, keepdim, xp.argmin, "Min")
 
+    def any(self, dim: builtins.int | None = None, keepdim: builtins.bool = False) -> Tensor:
+        """True where any element (along ``dim``) is nonzero (bool, no gradient)."""
+        return _make(xp.any(self.data, axis=dim, keepdims=keepdim), (), None, "")
+
+    def all(self, dim: builtins.int | None = None, keepdim: builtins.bool = False) -> Tensor:
+        """True where every element (along ``dim``) is nonzero (bool, no gradient)."""
+        return _make(xp.all(self.data, axis=dim, keepdims=keepdim), (), None, "")
+
     def argmax(self, dim: builtins.int | None = None, keepdim: builtins.bool = False) -> Tensor:
         """Index of the maximum (int64, no gradient)."""
         return _make(xp.argmax(self.data, axis=dim, keepdims=keepdim), (), None, "")

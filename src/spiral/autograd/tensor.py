@@ -140,7 +140,7 @@ class Tensor(ArithmeticOps, ElementwiseOps, ReductionOps, ShapeOps):
     def __repr__(self) -> str:
         body = xp.array2string(self.data, separator=", ", prefix="tensor(")
         extra = ""
-        if self.data.dtype != _DEFAULT_FLOAT and self.data.dtype != xp.int64:
+        if self.data.dtype not in (_DEFAULT_FLOAT, xp.dtype(xp.int64), xp.dtype(xp.bool_)):
             extra += f", dtype={self.data.dtype}"
         if self._backward is not None:
             extra += f", grad_fn=<{self._op}>"
