@@ -72,3 +72,12 @@ def test_tour_quick_writes_a_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "names" in out and "shakespeare" in out and "uniform" in out
     assert (tmp_path / "tour.md").is_file() and (tmp_path / "tour.json").is_file()
+    import json
+
+    rows = json.loads((tmp_path / "tour.json").read_text())["rows"]
+    for corpus in ("names", "shakespeare"):
+        sub = {r["model"]: r for r in rows if r["corpus"] == corpus}
+        assert sub["bigram (add-1)"]["parameters"] > 0
+        # every model beats the uniform rung on the same validation split
+        uniform = sub["uniform over the vocabulary"]["val_nats"]
+        assert all(r["val_nats"] < uniform for m, r in sub.items() if m != "uniform over the vocabulary")

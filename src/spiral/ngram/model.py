@@ -186,6 +186,11 @@ class NGramLM:
             self._cont[m] = self.table(m + 1).continuation()
         return self._cont[m]
 
+    def num_parameters(self) -> int:
+        """Stored statistics: the distinct m-gram counts of every order 1..order the model
+        reads (the counts are its parameters; everything else is derived from them)."""
+        return int(sum(self.table(m).n_types for m in range(1, self.order + 1)))
+
     @property
     def raw(self) -> list[CountTable]:
         """Count tables of every order 1..order."""
