@@ -127,3 +127,24 @@ def test_score_matrix_costs_n_squared_d_multiply_adds() -> None:
 
     assert attention_flops(128, 64) == 4 * 128 * 128 * 64  # QKᵀ and AV: 2 n² d each
     assert attention_flops(256, 64) == 4 * attention_flops(128, 64)
+
+
+def test_scores_depend_on_wq_wk_only_through_their_product() -> None:
+    """(W_Q, W_K) -> (A W_Q, A^{-T} W_K) and (W_V, W_O) -> (B W_V, W_O B^{-1}) leave the head's
+    output unchanged: 2·head_dim² of the 4·d_model·head_dim parameters are redundant."""
+    rng = np.random.default_rng(5)
+    attn = SelfAttention(6, 4, rng=rng, dtype=np.float64)
+    x = Tensor(rng.standard_normal((2, 5, 6)))
+    y = attn(x).data
+    A = rng.standard_normal((4, 4)) + 3 * np.eye(4)
+    B = rng.standard_normal((4, 4)) + 3 * np.eye(4)
+    attn.q_proj.weight.data = A @ attn.q_proj.weight.data
+    attn.k_proj.weight.data = np.linalg.inv(A).T @ attn.k_proj.weight.data
+    attn.v_proj.weight.data = B @ attn.v_proj.weight.data
+    attn.out_proj.weight.data = attn.out_proj.weight.data @ np.linalg.inv(B)
+    np.testing.assert_allclose(attn(x).data, y, rtol=1e-9, atol=1e-12)
+    # whereas a shared projection (W_Q = W_K) forces symmetric scores
+    attn.k_proj.weight.data = attn.q_proj.weight.data.copy()
+    q = attn.q_proj(x).data
+    s = q @ np.swapaxes(q, -1, -2)
+    np.testing.assert_allclose(s, np.swapaxes(s, -1, -2), atol=1e-12)

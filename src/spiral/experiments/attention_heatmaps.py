@@ -42,7 +42,7 @@ class Config:
     mlp: bool = True
     mlp_window: int = 8
     passage_start: int = 2_000     # offset into the validation split of the drawn passage
-    probe_windows: int = 256       # validation windows for the statistics
+    probe_windows: int = 4096      # validation windows for the statistics (capped: all)
     flow_queries: tuple[int, ...] = (20, 40, 63)
 
 
@@ -94,16 +94,17 @@ def _run(config: Config) -> dict[str, Any]:
     }
     nll = out["attention_nll_by_position"]
     w8 = config.mlp_window
-    out["attention_nll_first_window"] = float(np.mean(nll[w8 - 1: 2 * w8 - 1]))
-    out["attention_nll_late"] = float(np.mean(nll[-w8:]))
+    # positions w8..2·w8−1 (the MLP's window is full) against the last 2·w8 positions
+    out["attention_nll_first_window"] = float(np.mean(nll[w8: 2 * w8]))
+    out["attention_nll_late"] = float(np.mean(nll[-2 * w8:]))
     if config.mlp:
         mlp = mlp_lm(config.seed, context_length=T, n_context=config.mlp_window)
         mlp_trained = fit(mlp, config.recipe, config.seed)
         out["mlp_val_nats"] = mlp_trained["val_nats"]
         out["mlp_nll_by_position"] = _per_position_nll(mlp, probe)
         m = out["mlp_nll_by_position"]
-        out["mlp_nll_first_window"] = float(np.mean(m[w8 - 1: 2 * w8 - 1]))
-        out["mlp_nll_late"] = float(np.mean(m[-w8:]))
+        out["mlp_nll_first_window"] = float(np.mean(m[w8: 2 * w8]))
+        out["mlp_nll_late"] = float(np.mean(m[-2 * w8:]))
     return out
 
 
@@ -115,10 +116,11 @@ def _heatmap(results: dict[str, Any]) -> Any:
     masked = np.ma.masked_where(np.triu(np.ones_like(w, dtype=bool), k=1), w)
     im = ax.imshow(masked, cmap="Blues", vmin=0.0, vmax=float(w.max()), interpolation="nearest")
     ax.set_facecolor("#f2f2f2")  # the masked future: exactly zero weight, drawn grey
-    step = 1 if T <= 40 else 2
-    ticks = list(range(0, T, step))
-    ax.set_xticks(ticks, [chars[i] for i in ticks], fontsize=6, family="DejaVu Sans Mono")
-    ax.set_yticks(ticks, [chars[i] for i in ticks], fontsize=6, family="DejaVu Sans Mono")
+    size = 6 if T <= 40 else 4.5
+    ticks = list(range(T))
+    ax.set_xticks(ticks, [chars[i] for i in ticks], fontsize=size, family="DejaVu Sans Mono")
+    ax.set_yticks(ticks, [chars[i] for i in ticks], fontsize=size, family="DejaVu Sans Mono")
+    ax.tick_params(length=1.5, pad=1)
     ax.set_xlabel("key position s (the character read)")
     ax.set_ylabel("query position t (predicting the next character)")
     fig.colorbar(im, ax=ax, shrink=0.7, label="attention weight A_ts")
@@ -186,21 +188,20 @@ def check(results: dict[str, Any]) -> None:
     # causal structure: nothing above the diagonal, exactly; every row a distribution
     assert results["upper_triangle_max"] == 0.0
     assert results["row_sum_max_error"] < 1e-5
-    # the trained model learned something and reads more than the current character
+    # the trained model learned something, and its head is selective: it reads a few
+    # earlier characters, not a uniform average of the past, and rarely its own position
     assert results["val_nats"] < 3.0
-    assert results["self_weight"] < 0.9
-    # later positions (more context) predict better than the first window's positions
-    # (on enough windows for the per-position means to be stable: the full variant)
-    if results["n_probe"] >= 128:
-        assert results["attention_nll_late"] < results["attention_nll_first_window"]
+    assert results["mean_distance_last"] < 0.5 * results["uniform_distance_last"]
+    assert results["entropy_last"] < results["uniform_entropy_last"] - 1.0
+    assert results["self_weight"] < 0.5
 
 
 EXPERIMENT = Experiment(
     name="attention_heatmaps", stage=7, title="Attention on real text",
     quick=Config(d_model=32, context_length=32, mlp=False, probe_windows=32,
                  flow_queries=(10, 31),
-                 recipe=replace(Recipe(), max_steps=150, batch_size=8, seq_len=32,
-                                warmup_steps=10, val_tokens=4096)),
+                 recipe=replace(Recipe(), max_steps=600, batch_size=16, seq_len=32, lr=1e-2,
+                                warmup_steps=20, val_tokens=4096)),
     full=Config(),
     run=run, plot=plot, check=check,
     summary=lambda r: [("val", r["val_nats"]), ("MLP val", r.get("mlp_val_nats")),

@@ -7,7 +7,8 @@ Predictions (one head, head dimension d, batch 1, forward + backward):
     memory:         the n × n probabilities A are SAVED for the backward pass, and the backward
                     builds dA and dS of the same size: O(n²) floats, next to O(n·d) for Q, K, V.
 
-We measure wall time (best of ``repeats``, BLAS pinned to one thread) and the peak of the
+We measure wall time (best of ``repeats``, interleaved across lengths, BLAS pinned to one
+thread) and the peak of the
 bytes NumPy allocates (NumPy reports its buffers to ``tracemalloc``, so the count is exact
 and deterministic, not a noisy RSS reading). Chapter: stage 7 ("What attention costs").
 """
@@ -74,21 +75,38 @@ def attention_peak_bytes(n: int, d: int, *, dtype: Any = np.float32, causal: boo
     return int(peak - base)
 
 
-def attention_seconds(n: int, d: int, *, dtype: Any = np.float32, causal: bool = True,
-                      repeats: int = 3) -> float:
-    """Best-of-``repeats`` wall seconds of one forward + backward (one BLAS thread)."""
-    from threadpoolctl import threadpool_limits
-
+def _timed_step(n: int, d: int, dtype: Any) -> Any:
     q, k, v = _inputs(n, d, dtype)
     grad = np.ones((1, n, d), dtype=dtype)
-    best = float("inf")
+
+    def once() -> float:
+        q.grad = k.grad = v.grad = None
+        t0 = time.perf_counter()
+        _step(q, k, v, grad, True)
+        return time.perf_counter() - t0
+
+    return once
+
+
+def attention_seconds(n: int, d: int, *, dtype: Any = np.float32, repeats: int = 3) -> float:
+    """Best-of-``repeats`` wall seconds of one causal forward + backward (one BLAS thread)."""
+    return _interleaved_seconds([n], d, dtype, repeats)[0]
+
+
+def _interleaved_seconds(ns: list[int] | tuple[int, ...], d: int, dtype: Any,
+                         repeats: int) -> list[float]:
+    """Best time per n, with the repeats interleaved across lengths (round robin), so that a
+    burst of load from other processes hits every length alike instead of one."""
+    from threadpoolctl import threadpool_limits
+
+    best = [float("inf")] * len(ns)
     with threadpool_limits(limits=1, user_api="blas"):
-        _step(q, k, v, grad, causal)  # warm-up
+        steps = [_timed_step(n, d, dtype) for n in ns]
+        for step in steps:
+            step()  # warm-up
         for _ in range(repeats):
-            q.grad = k.grad = v.grad = None
-            t0 = time.perf_counter()
-            _step(q, k, v, grad, causal)
-            best = min(best, time.perf_counter() - t0)
+            for i, step in enumerate(steps):
+                best[i] = min(best[i], step())
     return best
 
 
@@ -96,9 +114,9 @@ def profile_attention(ns: list[int] | tuple[int, ...], d: int, *, repeats: int =
                       dtype: Any = np.float32) -> list[dict[str, float]]:
     """One record per n: measured seconds and peak bytes next to the FLOP and n² predictions."""
     itemsize = np.dtype(dtype).itemsize
+    seconds = _interleaved_seconds(ns, d, dtype, repeats)
     rows = []
-    for n in ns:
-        sec = attention_seconds(n, d, dtype=dtype, repeats=repeats)
+    for n, sec in zip(ns, seconds, strict=True):
         peak = attention_peak_bytes(n, d, dtype=dtype)
         rows.append({"n": n, "d": d, "seconds": sec, "peak_bytes": peak,
                      "flops": attention_flops(n, d, backward=True),
