@@ -111,6 +111,7 @@ def test_parameter_counts_and_errors() -> None:
     assert post.num_parameters() == n * per_block
     assert pre.num_parameters() == n * per_block + 2 * d  # the final LayerNorm
     assert ResidualMLP(d, n, "pre", h, norm="rmsnorm").num_parameters() == n * (per_block - d) + d
+    assert FeedForward(d, h, bias=False).num_parameters() == 2 * d * h  # stage 8's bias-free MLP
     with pytest.raises(ValueError):
         ResidualMLP(d, 1, "middle")
     with pytest.raises(ValueError):

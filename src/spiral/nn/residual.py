@@ -46,12 +46,13 @@ class FeedForward(Module):
     """
 
     def __init__(self, d_model: int, d_hidden: int | None = None, activation: str = "gelu", *,
-                 rng: np.random.Generator | None = None, dtype: Any = np.float32) -> None:
+                 bias: bool = True, rng: np.random.Generator | None = None,
+                 dtype: Any = np.float32) -> None:
         super().__init__()
         d_hidden = 4 * d_model if d_hidden is None else d_hidden
-        self.fc = Linear(d_model, d_hidden, rng=rng, dtype=dtype)
+        self.fc = Linear(d_model, d_hidden, bias=bias, rng=rng, dtype=dtype)
         self.act = make_activation(activation)
-        self.proj = Linear(d_hidden, d_model, rng=rng, dtype=dtype)
+        self.proj = Linear(d_hidden, d_model, bias=bias, rng=rng, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(self.act(self.fc(x)))
