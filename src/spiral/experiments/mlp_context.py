@@ -26,6 +26,7 @@ class Config:
     max_steps: int = 1000
     batch_size: int = 16
     val_tokens: int | None = None
+    kn_max_order: int = 9  # n-gram codes are int64: 27**17 would overflow
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     train_text = data.get_splits(config.corpus).train
     val = val_ids(config.corpus, config.val_tokens)
     mlp: list[dict[str, Any]] = []
-    kn: list[float] = []
+    kn: list[float | None] = []
     rows: list[list[Any]] = []
     for n in config.contexts:
         vals, trains = [], []
@@ -46,14 +47,18 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
             vals.append(evaluate(r["model"], val).nats)
             trains.append(r["history"][-1]["train_loss"])
         m = mean_sd(vals)
-        k = evaluate(NGramLM(n + 1, smoothing="kneser_ney").fit(train_text), val).nats
+        k = None
+        if n + 1 <= config.kn_max_order:
+            k = evaluate(NGramLM(n + 1, smoothing="kneser_ney").fit(train_text), val).nats
         mlp.append({"n_context": n, "val_nats": m, "train_nats": mean_sd(trains)})
         kn.append(k)
-        rows.append([n, f"{np.mean(trains):.3f}", f"{m['mean']:.3f}", f"{k:.3f}"])
+        rows.append([n, f"{np.mean(trains):.3f}", f"{m['mean']:.3f}",
+                     "—" if k is None else f"{k:.3f}"])
     best = int(np.argmin([x["val_nats"]["mean"] for x in mlp]))
+    kn_ok = [(v, n) for v, n in zip(kn, config.contexts) if v is not None]
     return {"contexts": list(config.contexts), "mlp": mlp, "kn_val_nats": kn,
             "best_context": config.contexts[best], "best_val_nats": mlp[best]["val_nats"],
-            "kn_best_context": config.contexts[int(np.argmin(kn))], "kn_best_val_nats": min(kn),
+            "kn_best_context": min(kn_ok)[1], "kn_best_val_nats": min(kn_ok)[0],
             "table": {"columns": ["context (chars)", "MLP train", "MLP validation",
                                   "Kneser–Ney validation (order = context + 1)"],
                       "rows": rows}}
@@ -68,8 +73,10 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     direct_label(ax, n, mlp, "MLP validation", color=PALETTE[1])
     ax.plot(n, tr, ls="--", lw=1.0, color=PALETTE[1], alpha=0.7)
     direct_label(ax, n, tr, "MLP training", color=PALETTE[1])
-    ax.plot(n, results["kn_val_nats"], marker="o", ms=3, color=PALETTE[0])
-    direct_label(ax, n, results["kn_val_nats"], "Kneser–Ney validation", color=PALETTE[0])
+    kn = [(c, v) for c, v in zip(n, results["kn_val_nats"]) if v is not None]
+    ax.plot([c for c, _ in kn], [v for _, v in kn], marker="o", ms=3, color=PALETTE[0])
+    direct_label(ax, [c for c, _ in kn], [v for _, v in kn], "Kneser–Ney validation",
+                 color=PALETTE[0])
     ax.set_xscale("log", base=2)
     ax.set_xticks(n, [str(x) for x in n])
     ax.set_xlim(min(n) * 0.9, max(n) * 3.5)

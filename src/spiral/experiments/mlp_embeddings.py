@@ -54,7 +54,7 @@ def class_similarity(emb: np.ndarray, chars: list[str]) -> dict[str, dict[str, f
     u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     cos = u @ u.T  # (V, V)
     cls = np.array([char_class(c) for c in chars])
-    names = sorted(set(cls))
+    names = sorted(c for c in set(cls) if (cls == c).sum() > 1)  # a class needs two members
     out: dict[str, dict[str, float]] = {}
     for a in names:
         out[a] = {}
