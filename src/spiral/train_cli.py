@@ -73,6 +73,29 @@ def train_mlp(data_name: str, out_dir: str | Path | None = None, *, seed: int = 
     return result
 
 
+def fit_text(train_text: str, rng: np.random.Generator, *,
+             model_overrides: dict[str, Any] | None = None,
+             train_overrides: dict[str, Any] | None = None) -> MLPLanguageModel:
+    """The default recipe trained on any text (for ``spiral tour``'s MLP rung).
+
+    Ids are ``CharTokenizer.from_text(train_text)``'s. Periodic validation uses the last
+    10 % of ``train_text`` (a monitor only; the caller scores its own validation split).
+    """
+    from spiral.nn.module import param_groups
+    from spiral.optim import AdamW
+    from spiral.tokenizers.char import CharTokenizer
+    from spiral.train import TrainConfig, train
+
+    tok = CharTokenizer.from_text(train_text)
+    ids = tok.encode_array(train_text)
+    model = MLPLanguageModel(MLPConfig(vocab_size=tok.vocab_size, **(model_overrides or {})),
+                             rng=rng)
+    tcfg = TrainConfig(progress=False, **(train_overrides or {}))
+    opt = AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr)
+    train(model, opt, ids, ids[-len(ids) // 10:], tcfg, rng)
+    return model
+
+
 def sample_text(model: Any, tok: Any, rng: np.random.Generator, *, n: int = 20,
                 prompt: str = "\n", names: bool = True, max_new_tokens: int = 500,
                 temperature: float = 1.0, top_k: int | None = None,
