@@ -66,10 +66,13 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     runs = results["runs"]
     fig, axes = new_figure(1, len(runs), width=3.2 * len(runs), height=3.2, sharey=True)
     for ax, (name, r) in zip(np.atleast_1d(axes), runs.items()):
+        close = abs(r["train"][-1] - r["val"][-1]) < 0.03  # keep the two labels apart
+        up = 5 if r["train"][-1] > r["val"][-1] else -5
         ax.plot(r["steps"], r["train"], color=PALETTE[0], lw=1.2)
-        direct_label(ax, r["steps"], r["train"], "train", color=PALETTE[0])
+        direct_label(ax, r["steps"], r["train"], "train", color=PALETTE[0],
+                     dy=up if close else 0)
         ax.plot(r["steps"], r["val"], color=PALETTE[1], lw=1.2)
-        direct_label(ax, r["steps"], r["val"], "val", color=PALETTE[1])
+        direct_label(ax, r["steps"], r["val"], "val", color=PALETTE[1], dy=-up if close else 0)
         ax.set_title(f"{name.replace('_', ' ')} ({r['parameters']:,} params)", loc="left",
                      fontsize=9)
         ax.set_xlabel("optimizer step")
