@@ -13,3 +13,8 @@ __all__ = ["MLPConfig", "MLPLanguageModel"]
 from spiral.models.attention_lm import AttentionLanguageModel, AttentionLMConfig  # noqa: E402
 
 __all__ += ["AttentionLanguageModel", "AttentionLMConfig"]
+
+# --- stage 8: the GPT ---
+from spiral.models.gpt import GPT, GPTConfig  # noqa: E402
+
+__all__ += ["GPT", "GPTConfig"]

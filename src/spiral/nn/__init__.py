@@ -33,3 +33,8 @@ __all__ += ["init", "BatchNorm1d", "LayerNorm", "RMSNorm", "FeedForward", "PostL
 from spiral.nn.attention import SelfAttention  # noqa: E402
 
 __all__ += ["SelfAttention"]
+
+# --- stage 8: multi-head attention and the transformer block ---
+from spiral.nn.transformer import Block, MultiHeadAttention  # noqa: E402
+
+__all__ += ["Block", "MultiHeadAttention"]

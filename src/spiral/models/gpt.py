@@ -1,0 +1,206 @@
+"""GPT: a decoder-only transformer language model (token + position embeddings, blocks, head).
+
+    x⁰_t = E[tok_t] + P[t]                                (B, T, d_model)
+    xˡ   = Block_l(xˡ⁻¹),  l = 1..n_layers                  pre-LN blocks (stage 8)
+    logits = LN_f(xᴸ) Eᵀ                                   (B, T, vocab_size), tied head
+
+With ``tie_weights`` the output layer reuses the token embedding matrix E (Press & Wolf,
+2017): only that ONE (vocab_size, d_model) matrix is shared, so tying saves
+vocab_size·d_model parameters, not half the model. The parameter count in closed form
+(b = 1 with biases, else 0; e = FFN expansion; L = n_layers, C = d_model):
+
+    N = V·C + T·C + L·[(4 + 2e)·C² + (2 + 2b)·C + b·(3C + C + eC + C)] + (1 + b)·C
+        + (0 if tied else V·C)
+
+Initialization follows GPT-2 / nanoGPT: every weight ~ N(0, 0.02), biases 0, and the two
+projections that write into the residual stream (attention output, FFN second layer) ~
+N(0, 0.02/√(2·n_layers)), so the stream's variance does not grow with depth.
+Papers: Radford et al. (2018, 2019); Vaswani et al. (2017). Chapter: stage 8.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from spiral.autograd import Tensor, no_grad
+from spiral.nn import functional as F
+from spiral.nn import init
+from spiral.nn.layers import Dropout, Embedding, Linear
+from spiral.nn.module import Module, ModuleList, Parameter
+from spiral.nn.norm import LayerNorm
+from spiral.nn.transformer import Block
+
+__all__ = ["GPTConfig", "GPT", "PRESETS", "count_parameters"]
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Sizes and switches of the GPT; ``GPTConfig.preset(name, vocab_size)`` gives a recipe."""
+
+    vocab_size: int
+    context_length: int = 64
+    n_layers: int = 4
+    n_heads: int = 4
+    d_model: int = 128
+    expansion: float = 4.0
+    dropout: float = 0.0
+    bias: bool = False
+    tie_weights: bool = True
+    placement: str = "pre"      # pre-LN (GPT-2) or post-LN (Vaswani et al.)
+    residual: bool = True       # ablation switches (stage 8 experiments)
+    norm: bool = True
+    ffn: bool = True
+    init_std: float = 0.02
+
+    @classmethod
+    def preset(cls, name: str, vocab_size: int, **overrides: Any) -> GPTConfig:
+        """A named recipe (``baby`` or ``small``) for a vocabulary, with field overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return replace(cls(vocab_size=vocab_size, **PRESETS[name]), **overrides)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# nanoGPT's CPU example ("baby") and its shakespeare-char config ("small")
+PRESETS: dict[str, dict[str, Any]] = {
+    "baby": dict(context_length=64, n_layers=4, n_heads=4, d_model=128, dropout=0.0),
+    "small": dict(context_length=256, n_layers=6, n_heads=6, d_model=384, dropout=0.2),
+}
+
+
+def count_parameters(c: GPTConfig) -> int:
+    """The closed-form parameter count of :class:`GPT` (see the module docstring)."""
+    C, V, T, L, b = c.d_model, c.vocab_size, c.context_length, c.n_layers, int(c.bias)
+    hidden = max(1, int(round(c.expansion * C)))
+    norm = (1 + b) * C if c.norm else 0
+    attn = 4 * C * C + b * 4 * C
+    ffn = 2 * C * hidden + b * (hidden + C) + norm if c.ffn else 0
+    block = norm + attn + ffn
+    final = (1 + b) * C if (c.placement == "pre" and c.norm) else 0
+    return V * C + T * C + L * block + final + (0 if c.tie_weights else V * C)
+
+
+class GPT(Module):
+    """idx (B, T) token ids, T <= context_length -> logits (B, T, vocab_size).
+
+    >>> m = GPT(GPTConfig(vocab_size=10, context_length=8, n_layers=1, n_heads=2, d_model=8),
+    ...         rng=np.random.default_rng(0))
+    >>> m(np.zeros((2, 5), dtype=np.int64)).shape
+    (2, 5, 10)
+    """
+
+    def __init__(self, config: GPTConfig, *, rng: np.random.Generator | None = None,
+                 dtype: Any = np.float32) -> None:
+        super().__init__()
+        self.config = c = config
+        self.context_length = c.context_length
+        rng = rng if rng is not None else np.random.default_rng()
+        self.tok_emb = Embedding(c.vocab_size, c.d_model, rng=rng, dtype=dtype)
+        self.pos_emb = Embedding(c.context_length, c.d_model, rng=rng, dtype=dtype)
+        self.drop = Dropout(c.dropout, rng=rng)
+        self.blocks = ModuleList(
+            Block(c.d_model, c.n_heads, expansion=c.expansion, placement=c.placement,
+                  bias=c.bias, dropout=c.dropout, residual=c.residual, norm=c.norm, ffn=c.ffn,
+                  rng=rng, dtype=dtype)
+            for _ in range(c.n_layers))
+        # pre-LN leaves the residual stream un-normalized: one more norm before the head
+        self.final_norm: LayerNorm | None = None
+        if c.placement == "pre" and c.norm:
+            self.final_norm = LayerNorm(c.d_model, bias=c.bias, dtype=dtype)
+        self.lm_head: Linear | None = None
+        if not c.tie_weights:
+            self.lm_head = Linear(c.d_model, c.vocab_size, bias=False, rng=rng, dtype=dtype)
+        self.reset_parameters(rng)
+
+    def reset_parameters(self, rng: np.random.Generator) -> None:
+        """GPT-2 init: N(0, 0.02) weights, zero biases, residual projections / √(2·n_layers)."""
+        std = self.config.init_std
+        resid_std = std / math.sqrt(2 * self.config.n_layers)
+        for name, p in self.named_parameters():
+            if name.endswith(".bias"):
+                init.zeros_(p)
+            elif p.ndim >= 2:
+                s = resid_std if name.endswith(("out_proj.weight", "ffn.proj.weight")) else std
+                init.normal_(p, 0.0, s, generator=rng)
+
+    @property
+    def head_weight(self) -> Parameter:
+        """The (vocab_size, d_model) output matrix: the token embedding when tied."""
+        return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+
+    def hidden(self, idx: np.ndarray | Tensor, need_weights: bool = False
+               ) -> tuple[Tensor, list[np.ndarray]]:
+        """(B, T) ids -> final hidden states (B, T, d_model) and per-layer (B, H, T, T) maps."""
+        ids = np.asarray(idx.data if isinstance(idx, Tensor) else idx, dtype=np.int64)
+        T = ids.shape[-1]
+        if T > self.context_length:
+            raise ValueError(f"sequence of {T} tokens is longer than context_length "
+                             f"{self.context_length}")
+        x = self.drop(self.tok_emb(ids) + self.pos_emb(np.arange(T)))  # (B, T, C) + (T, C)
+        maps: list[np.ndarray] = []
+        for blk in self.blocks:
+            assert isinstance(blk, Block)
+            if need_weights:
+                x, w = blk.attention_weights(x)
+                maps.append(w)
+            else:
+                x = blk(x)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x, maps
+
+    def forward(self, idx: np.ndarray | Tensor) -> Tensor:
+        x, _ = self.hidden(idx)
+        return F.linear(x, self.head_weight)  # (B, T, C) @ (C, V) -> (B, T, V)
+
+    def attention_maps(self, idx: np.ndarray) -> list[np.ndarray]:
+        """Per layer, the attention weights (B, n_heads, T, T) on ``idx`` (no gradients)."""
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                return self.hidden(idx, need_weights=True)[1]
+        finally:
+            self.train(was_training)
+
+    def window_nll(self, windows: np.ndarray) -> np.ndarray:
+        """Evaluator protocol: (B, L) ids -> (B, L - 1) NLL (nats) of windows[:, 1:]."""
+        windows = np.asarray(windows, dtype=np.int64)
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                logits = self.forward(windows[:, :-1])  # (B, L - 1, V)
+                logp = F.log_softmax(logits, dim=-1).data.astype(np.float64)
+        finally:
+            self.train(was_training)
+        return -np.take_along_axis(logp, windows[:, 1:, None], axis=-1)[..., 0]
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """nanoGPT's optimizer groups: decay every ≥ 2-D tensor (matrices AND embeddings),
+        never biases or norm gains."""
+        params = list(self.parameters())
+        return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+    def configure_optimizer(self, lr: float = 1e-3, weight_decay: float = 0.1,
+                            betas: tuple[float, float] = (0.9, 0.99)) -> Any:
+        """AdamW over :meth:`param_groups` with nanoGPT's defaults for the baby recipe."""
+        from spiral.optim import AdamW
+
+        return AdamW(self.param_groups(weight_decay), lr=lr, betas=betas)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"n_layers={c.n_layers}, n_heads={c.n_heads}, d_model={c.d_model}, "
+                f"context_length={c.context_length}, tie_weights={c.tie_weights}")

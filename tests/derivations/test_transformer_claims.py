@@ -1,0 +1,120 @@
+"""The stage-8 chapter's claims, each checked numerically."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spiral.autograd import Tensor
+from spiral.models.gpt import GPT, GPTConfig, count_parameters
+from spiral.nn import functional as F
+from spiral.nn import kernels as K
+from spiral.nn.transformer import Block, MultiHeadAttention
+
+pytestmark = pytest.mark.stage8
+
+
+def test_mha_is_a_sum_over_head_subspaces() -> None:
+    """MHA(x) = Σ_h softmax(Q_h K_hᵀ/√hd + M) V_h W_O,hᵀ, with Q_h = x W_Q[h rows]ᵀ."""
+    rng = np.random.default_rng(0)
+    C, H = 12, 3
+    hd = C // H
+    mha = MultiHeadAttention(C, H, rng=rng, dtype=np.float64)
+    x = rng.standard_normal((2, 5, C))
+    W = mha.qkv_proj.weight.data  # (3C, C)
+    Wq, Wk, Wv = W[:C], W[C:2 * C], W[2 * C:]
+    Wo = mha.out_proj.weight.data  # (C, C): column block h reads head h
+    total = np.zeros_like(x)
+    mask = K.causal_mask(5, 5, np.float64)
+    for h in range(H):
+        rows = slice(h * hd, (h + 1) * hd)
+        q, k, v = x @ Wq[rows].T, x @ Wk[rows].T, x @ Wv[rows].T  # (B, T, hd) each
+        a = K.softmax_forward(q @ np.swapaxes(k, -1, -2) / np.sqrt(hd) + mask, -1)
+        total += (a @ v) @ Wo[:, rows].T  # (B, T, hd) @ (hd, C)
+    np.testing.assert_allclose(mha(Tensor(x)).data, total, rtol=1e-12, atol=1e-13)
+
+
+def test_heads_cost_the_same_parameters_and_flops() -> None:
+    """Parameters of MHA do not depend on n_heads; score FLOPs B·H·T²·hd = B·T²·d_model."""
+    counts = {h: MultiHeadAttention(24, h, rng=np.random.default_rng(0)).num_parameters()
+              for h in (1, 2, 3, 4, 6, 8, 12, 24)}
+    assert len(set(counts.values())) == 1 and counts[1] == 4 * 24 * 24
+    T = 64
+    assert len({h * T * T * (24 // h) for h in counts}) == 1
+
+
+def test_one_head_is_rank_limited() -> None:
+    """One head gives each position ONE distribution over the past; H heads give H.
+    With H heads, the attention outputs of a position can mix H different positions."""
+    rng = np.random.default_rng(1)
+    mha = MultiHeadAttention(16, 4, rng=rng, dtype=np.float64)
+    _, w = mha(Tensor(rng.standard_normal((1, 8, 16))), need_weights=True)  # (1, 4, 8, 8)
+    last = w[0, :, -1, :]  # the four heads' distributions for the last position
+    assert np.linalg.matrix_rank(last, tol=1e-6) == 4
+
+
+def test_weight_tying_saves_only_the_embedding() -> None:
+    """Tying removes vocab_size·d_model parameters: far from half the baby GPT."""
+    c = GPTConfig.preset("baby", 65)
+    tied, untied = count_parameters(c), count_parameters(GPTConfig.preset("baby", 65,
+                                                                          tie_weights=False))
+    assert untied - tied == 65 * 128
+    assert (untied - tied) / untied < 0.02
+
+
+def test_zero_branches_make_pre_ln_blocks_the_identity() -> None:
+    """x + F(LN x) with F's output projections zero is exactly x, and its Jacobian is I:
+    the pre-LN residual stream carries the gradient untouched; post-LN still normalizes."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 4, 8)) * 3 + 1
+    for placement in ("pre", "post"):
+        blk = Block(8, 2, placement=placement, rng=rng, dtype=np.float64)
+        blk.attn.out_proj.weight.data[...] = 0.0
+        assert blk.ffn is not None
+        blk.ffn.proj.weight.data[...] = 0.0
+        xt = Tensor(x, requires_grad=True)
+        y = blk(xt)
+        g = rng.standard_normal(y.shape)
+        y.backward(g)
+        if placement == "pre":
+            np.testing.assert_array_equal(y.data, x)
+            np.testing.assert_array_equal(xt.grad, g)
+        else:  # LN(LN(x)) = LN(x): unit variance per position, not x
+            np.testing.assert_allclose(y.data.std(-1), 1.0, rtol=1e-4)
+            assert not np.allclose(xt.grad, g)
+
+
+def test_residual_scaling_keeps_the_stream_variance_flat() -> None:
+    """Pre-LN branches read LN(x), so each adds variance ∝ σ_out² whatever the stream's
+    scale: dividing σ_out by √(2L) divides the stream's variance GROWTH by 2L (here 16)."""
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 65, (8, 64))
+    ratios = {}
+    for scaled in (True, False):
+        m = GPT(GPTConfig(vocab_size=65, n_layers=8), rng=np.random.default_rng(4))
+        if not scaled:
+            for name, p in m.named_parameters():
+                if name.endswith(("out_proj.weight", "ffn.proj.weight")):
+                    p.data *= np.sqrt(2 * 8)
+        x0 = (m.tok_emb(ids) + m.pos_emb(np.arange(64))).data
+        x = Tensor(x0)
+        for blk in m.blocks:
+            x = blk(x)
+        ratios[scaled] = float(x.data.var() / x0.var())
+    growth = (ratios[False] - 1) / (ratios[True] - 1)
+    assert 16 / 1.5 < growth < 16 * 1.5
+
+
+def test_tied_head_gradient_is_the_sum_of_both_uses() -> None:
+    """With tying, ∂L/∂E = (embedding-lookup gradient) + (output-layer gradient)."""
+    c = GPTConfig(vocab_size=9, context_length=6, n_layers=1, n_heads=2, d_model=8)
+    m = GPT(c, rng=np.random.default_rng(5), dtype=np.float64)
+    rng = np.random.default_rng(6)
+    x, y = rng.integers(0, 9, (2, 6)), rng.integers(0, 9, (2, 6))
+    F.cross_entropy(m(x), y).backward()
+    tied = m.tok_emb.weight.grad.copy()
+    m.zero_grad()
+    h, _ = m.hidden(x)
+    head = Tensor(m.tok_emb.weight.data.copy(), requires_grad=True)
+    F.cross_entropy(F.linear(h, head), y).backward()
+    np.testing.assert_allclose(tied, m.tok_emb.weight.grad + head.grad, rtol=1e-10)
