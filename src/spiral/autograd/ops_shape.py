@@ -50,7 +50,8 @@ def _is_basic_index(idx: Any) -> bool:
 def _scatter_add_rows(grad: Any, idx: Any, g: Any) -> None:
     """``grad[idx] += g`` with repeated rows summed (embedding backward), by sort + reduceat.
 
-    Faster than ``np.add.at`` by 5-10x for a (vocab_size, d_model) table.
+    About 5x faster than ``np.add.at`` for a (65, 128) table and 768 lookups; for a large
+    vocabulary allocating the zeros dominates and the gain shrinks (see the lab notes).
     """
     n_rows = grad.shape[0]
     flat = idx.ravel()  # (N,)
@@ -168,7 +169,7 @@ class ShapeOps(TensorBase):
             if basic:  # a slice of zeros; the engine places it only when it must
                 return (_SliceGrad(idx, g, shape),)
             grad = xp.zeros(shape, dtype=g.dtype)
-            if (isinstance(idx, _ndarray) and idx.dtype.kind == "b"):
+            if isinstance(idx, _ndarray) and idx.dtype.kind == "b":
                 grad[idx] = g  # each element picked at most once
             elif isinstance(idx, _ndarray) and idx.dtype.kind in "iu":
                 _scatter_add_rows(grad, idx, g)  # embedding lookup
@@ -268,7 +269,7 @@ def where(condition: Tensor | ArrayLike, input: Tensor | Scalar, other: Tensor |
     y = other.data if isinstance(other, TensorBase) else _scalar(other)
     out = xp.where(c, x, y)
     parents = tuple(t for t in (input, other) if isinstance(t, TensorBase))
-    # shapes and whether each is a tensor, so the backward returns grads in parent order
+    # which of (input, other) are tensors, so the backward returns grads in parent order
     which = tuple(i for i, t in enumerate((input, other)) if isinstance(t, TensorBase))
 
     def _where_backward(g: Any) -> tuple[Any, ...]:
