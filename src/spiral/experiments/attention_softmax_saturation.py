@@ -76,10 +76,14 @@ def _run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                      f"{100 * b['saturated']:.0f} %", f"{a['grad_logits']:.3f}",
                      f"{b['grad_logits']:.3f}", f"{100 * b['dead_rows']:.0f} %"])
     last = {k: v[-1] for k, v in res.items()}
+    g_u = [r["grad_logits"] for r in res["unscaled"]]
+    peak = int(np.argmax(g_u))
     return {"dims": list(config.dims), "n_keys": config.n_keys,
             "max_entropy": math.log(config.n_keys), **res,
             "at_max_d": {"d": config.dims[-1], **{f"{k}_{m}": last[k][m]
                                                   for k in last for m in last[k]}},
+            "unscaled_grad_peak_d": config.dims[peak],
+            "unscaled_grad_peak_over_last": g_u[peak] / g_u[-1],
             "grad_ratio_at_max_d": last["unscaled"]["grad_logits"] / last["scaled"]["grad_logits"],
             "table": {"columns": ["d", "entropy, scaled (nats)", "entropy, unscaled (nats)",
                                   "saturated rows, unscaled", "median ‖∂L/∂S‖, scaled",
