@@ -52,6 +52,10 @@ class Config:
     batch_size: int = 64
     lr: float = 1e-2
     fail_margin: float = 0.15
+    # a second, gentler recipe at the deepest depth: smaller lr and a linear warm-up
+    gentle_lr: float = 1e-3
+    warmup_steps: int = 100
+    gentle: bool = True
     seeds: tuple[int, ...] = (0, 1, 2)
 
 
@@ -83,16 +87,19 @@ def _grad_profile(placement: str, config: Config, seed: int, d: dict[str, Any]) 
     return grads
 
 
-def _train(placement: str, depth: int, config: Config, seed: int, d: dict[str, Any]
-           ) -> list[float]:
+def _train(placement: str, depth: int, config: Config, seed: int, d: dict[str, Any],
+           lr: float | None = None, warmup: int = 0) -> list[float]:
     from spiral.optim import Adam
 
     rng = np.random.default_rng([seed, depth])
     net = ResidualClassifier(d["vocab_size"], depth, placement, config.d_model, rng)
-    opt = Adam(net.parameters(), lr=config.lr)
+    base_lr = config.lr if lr is None else lr
+    opt = Adam(net.parameters(), lr=base_lr)
     losses = []
     with np.errstate(over="ignore", invalid="ignore"):
-        for _ in range(config.steps):
+        for step in range(config.steps):
+            if warmup:  # linear warm-up from base_lr/warmup to base_lr
+                opt.param_groups[0]["lr"] = base_lr * min(1.0, (step + 1) / warmup)
             idx = rng.integers(0, len(d["x"]), config.batch_size)
             loss = F.cross_entropy(net(d["x"][idx]), d["y"][idx])
             value = float(loss.item())
@@ -124,6 +131,15 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                 k = max(1, config.steps // 40)
                 out["curves"][f"{pl}_{depth}"] = np.mean(
                     [np.convolve(r, np.ones(k) / k, "valid")[::k] for r in runs], 0).tolist()
+        if config.gentle:
+            deepest_depth = max(config.depths)
+            for pl in PLACEMENTS:
+                runs = [_train(pl, deepest_depth, config, s, d, config.gentle_lr,
+                               config.warmup_steps) for s in config.seeds]
+                out["gentle"] = out.get("gentle", {"depth": deepest_depth,
+                                                   "lr": config.gentle_lr,
+                                                   "warmup": config.warmup_steps})
+                out["gentle"][pl] = mean_sd([float(np.mean(r[-50:])) for r in runs])
     rows, deepest = [], {pl: 0 for pl in PLACEMENTS}
     for depth in config.depths:
         best = min(float(np.nanmin(out["final"][f"{pl}_{depth}"]["values"]))
@@ -186,11 +202,15 @@ def check(results: dict[str, Any]) -> None:
     assert 0.5 < g["pre_top_over_bottom"]["mean"] < 2, g["pre_top_over_bottom"]
     deepest = max(int(k.split("_")[1]) for k in results["final"])
     assert results["final"][f"pre_{deepest}"]["mean"] < results["final"][f"post_{deepest}"]["mean"]
+    if "gentle" in results:  # warm-up and a smaller lr rescue post-LN at the same depth
+        gentle = results["gentle"]
+        assert gentle["post"]["mean"] < results["final"][f"post_{deepest}"]["mean"] - 0.15
+        assert gentle["post"]["mean"] < gentle["pre"]["mean"] + 0.15
 
 
 EXPERIMENT = Experiment(
     name="stability_residual_placement", stage=6, title="Pre-LN vs post-LN at growing depth",
-    quick=Config(depths=(8,), grad_depth=16, steps=120, seeds=(0,)),
+    quick=Config(depths=(8,), grad_depth=16, steps=120, gentle=False, seeds=(0,)),
     full=Config(),
     run=run, plot=plot, check=check,
     summary=lambda r: [(k, f"{v['mean']:.3f}") for k, v in r["final"].items()],
