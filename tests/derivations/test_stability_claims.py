@@ -152,3 +152,27 @@ def test_batchnorm_train_eval_gap_vanishes_when_running_stats_converge() -> None
         bn(Tensor(data[j:j + 256]))
     late_gap = np.abs(bn.eval()(probe).data - target).mean()
     assert early_gap > 0.5 and late_gap < 0.05, (early_gap, late_gap)
+
+
+def test_batchnorm_over_time_leaks_future_tokens_layernorm_does_not() -> None:
+    """A causal model's output at position t must not depend on tokens after t. Put a
+    BatchNorm over all (batch × time) positions of per-token features and it does (in train
+    mode, through μ_B and σ_B); in eval mode, and with LayerNorm, it does not."""
+    rng = np.random.default_rng(11)
+    vocab, d, batch, t_len = 10, 6, 4, 8
+    table = rng.standard_normal((vocab, d))
+    x = rng.integers(0, vocab, (batch, t_len))
+    x_future = x.copy()
+    x_future[:, 1:] = (x[:, 1:] + 1 + rng.integers(0, vocab - 1, (batch, t_len - 1))) % vocab
+
+    def first_position(norm: BatchNorm1d | LayerNorm, ids: np.ndarray) -> np.ndarray:
+        h = Tensor(table[ids].reshape(batch * t_len, d))  # per-token features, causal so far
+        return norm(h).data.reshape(batch, t_len, d)[:, 0]  # position 0 sees only token 0
+
+    bn = BatchNorm1d(d, dtype=np.float64)
+    leak = np.abs(first_position(bn, x) - first_position(bn, x_future)).max()
+    assert leak > 1e-2  # the future changed the past
+    bn.eval()
+    np.testing.assert_array_equal(first_position(bn, x), first_position(bn, x_future))
+    ln = LayerNorm(d, dtype=np.float64)
+    np.testing.assert_array_equal(first_position(ln, x), first_position(ln, x_future))
