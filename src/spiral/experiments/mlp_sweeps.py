@@ -13,10 +13,14 @@ import numpy as np
 
 def short_recipe(max_steps: int, batch_size: int = 16, seq_len: int = 64,
                  eval_interval: int | None = None, **kw: Any) -> dict[str, Any]:
-    """Training overrides for a sweep point: fewer steps, a smaller batch, few evaluations."""
+    """Training overrides for a sweep point: fewer steps, a smaller batch, few evaluations.
+
+    Ten evaluations per run by default, so the last record's ``train_loss`` (the mean since
+    the previous evaluation) describes the last tenth of training, not the whole run.
+    """
     return {"max_steps": max_steps, "batch_size": batch_size, "seq_len": seq_len,
-            "eval_interval": eval_interval or max_steps, "warmup_steps": min(50, max_steps // 10),
-            **kw}
+            "eval_interval": eval_interval or max(1, max_steps // 10),
+            "warmup_steps": min(50, max_steps // 10), **kw}
 
 
 def fit(corpus: str, seed: int, model: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
