@@ -1,0 +1,238 @@
+"""Baby GPT training iteration: our engine vs PyTorch CPU eager, side by side.
+
+Run from the repository root::
+
+    PYTHONPATH=src python -m benchmarks.bench_gpt [--repeats 15] [--threads 1 2]
+
+One iteration = batch sampling + forward + backward + gradient clipping + AdamW step of the
+``baby`` preset (4 layers, 4 heads, d_model 128, context 64, batch 12, tied, no biases) on
+tiny Shakespeare. The peer is :class:`benchmarks.torch_gpt.TorchGPT` with identical weights
+(fused QKV, ``F.scaled_dot_product_attention``, torch's default AdamW), fp32 eager. Thread
+counts are pinned on both sides (threadpoolctl + ``torch.set_num_threads``); the two are
+interleaved by :func:`benchmarks.harness.compare`; each timed call runs ``--iters``
+iterations. glibc's malloc is tuned for both (:func:`benchmarks.bench_fused_ops.tune_malloc`).
+A cProfile pass then splits our iteration into kernels. The machine's load average is
+recorded before and after: it is shared, and absolute times move with it; the ratio less so.
+Writes ``docs/results/benchmarks/gpt/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.bench_fused_ops import tune_malloc
+from benchmarks.harness import compare, pin_threads, save
+from benchmarks.torch_gpt import TorchGPT, copy_from_spiral
+from spiral import data
+from spiral.data import sample_batch
+from spiral.models.gpt import GPT, GPTConfig
+from spiral.nn import functional as F
+from spiral.optim import clip_grad_norm_
+from spiral.tokenizers.char import CharTokenizer
+
+BATCH = 12
+
+
+def _steps(train_ids: np.ndarray) -> tuple[Callable[[], float], Callable[[], float], int]:
+    cfg = GPTConfig.preset("baby", int(train_ids.max()) + 1)
+    ours = GPT(cfg, rng=np.random.default_rng(0))
+    peer = TorchGPT(cfg)
+    copy_from_spiral(peer, ours)
+    opt, topt = ours.configure_optimizer(), peer.configure_optimizer()
+    params = list(ours.parameters())
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+
+    def ours_step() -> float:
+        x, y = sample_batch(train_ids, BATCH, cfg.context_length, rng_a)
+        loss = F.cross_entropy(ours(x), y)
+        loss.backward()
+        clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        return float(loss.item())
+
+    def torch_step() -> float:
+        x, y = sample_batch(train_ids, BATCH, cfg.context_length, rng_b)
+        logits = peer(torch.from_numpy(x))
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]),
+                                                 torch.from_numpy(y).view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(peer.parameters(), 1.0)
+        topt.step()
+        topt.zero_grad(set_to_none=True)
+        return float(loss.item())
+
+    return ours_step, torch_step, ours.num_parameters()
+
+
+def _repeat(fn: Callable[[], float], n: int) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(n):
+            fn()
+    return run
+
+
+# which kernel a profiled function belongs to
+_GROUPS = {
+    "linear_forward": "linear (matmul) forward", "linear_backward": "linear (matmul) backward",
+    "attention_forward": "attention forward", "attention_backward": "attention backward",
+    "gelu_forward": "GELU", "gelu_backward": "GELU",
+    "layer_norm_forward": "layer norm", "layer_norm_backward": "layer norm",
+    "cross_entropy_forward": "cross-entropy", "cross_entropy_backward": "cross-entropy",
+    "_update_group": "AdamW step", "clip_grad_norm_": "gradient clipping",
+    "_scatter_add_rows": "embedding backward",
+}
+
+
+def profile(step: Callable[[], float], iters: int, threads: int) -> dict[str, float]:
+    """ms per iteration spent in each kernel group (cProfile's cumulative time)."""
+    pr = cProfile.Profile()
+    with pin_threads(threads):
+        step()
+        pr.enable()
+        for _ in range(iters):
+            step()
+        pr.disable()
+    stats = pstats.Stats(pr).stats  # type: ignore[attr-defined]
+    out: dict[str, float] = defaultdict(float)
+    total = 0.0
+    for (_, _, fname), (_, _, _, cum, _) in stats.items():
+        if fname in _GROUPS:
+            out[_GROUPS[fname]] += cum
+        if fname in ("ours_step",):
+            total = cum
+    out = {k: v / iters * 1e3 for k, v in out.items()}
+    out["everything else (graph, Python, small ops)"] = total / iters * 1e3 - sum(out.values())
+    out["total"] = total / iters * 1e3
+    return dict(out)
+
+
+def model_flops(n_params_matmul: int, tokens: int, T: int, d_model: int, n_layers: int) -> float:
+    """6·N·tokens for the matmuls plus 12·n_layers·T·d_model per token for attention (PaLM)."""
+    return 6 * n_params_matmul * tokens + 12 * n_layers * T * d_model * tokens
+
+
+def quality(seeds: list[int]) -> None:
+    """The nanoGPT recipe, ours (``spiral train gpt``) and torch's, per seed, scored by our
+    evaluator on the whole validation split; results saved after every run."""
+    import time
+
+    from benchmarks.torch_gpt import copy_to_spiral, train_torch
+    from spiral.evaluate import evaluate
+    from spiral.experiments.framework import mean_sd
+    from spiral.experiments.transformer_recipe import RECIPES, train_gpt
+
+    tune_malloc()
+    torch.set_num_threads(1)  # the shared loop trains with one BLAS thread; so does torch
+    splits = data.get_splits("shakespeare")
+    tok = CharTokenizer.from_text(splits.train)
+    train_ids, val_ids = tok.encode_array(splits.train), tok.encode_array(splits.val)
+    cfg = GPTConfig.preset("baby", tok.vocab_size)
+    r = RECIPES["baby"]
+    runs: dict[str, list[dict[str, Any]]] = {"spiral": [], "torch": []}
+    for seed in seeds:
+        res = train_gpt("shakespeare", f"runs/gpt_quality/spiral_seed{seed}", seed=seed,
+                        progress=False)
+        runs["spiral"].append({"seed": seed, "val_nats": res["val_nats"],
+                               "train_s": res["train_s"], "load_avg": os.getloadavg()[0]})
+        print("spiral", runs["spiral"][-1], flush=True)
+        t0 = time.perf_counter()
+        peer, _ = train_torch(cfg, train_ids, np.random.default_rng(seed),
+                              max_steps=r["max_steps"], batch_size=r["batch_size"], lr=r["lr"],
+                              min_lr=r["lr"] * r["min_lr_ratio"], warmup=r["warmup_steps"],
+                              grad_clip=r["grad_clip"], seed=seed)
+        wall = time.perf_counter() - t0
+        scored = GPT(cfg, rng=np.random.default_rng(0))
+        copy_to_spiral(peer, scored)
+        runs["torch"].append({"seed": seed, "val_nats": evaluate(scored, val_ids).nats,
+                              "train_s": wall, "load_avg": os.getloadavg()[0]})
+        print("torch", runs["torch"][-1], flush=True)
+        summary = {k: mean_sd([x["val_nats"] for x in v]) for k, v in runs.items()}
+        gap = summary["spiral"]["mean"] - summary["torch"]["mean"]
+        save("gpt_quality", {
+            "config": {"preset": "baby", "recipe": r, "betas": [0.9, 0.99], "seeds": seeds,
+                       "evaluated": "whole validation split, spiral.evaluate"},
+            "runs": runs, "val_nats": summary, "gap_nats": gap,
+            "n_seeds": len(runs["torch"]),
+            "table": {"columns": ["engine", "seeds", "validation nats/char", "train time (s)"],
+                      "rows": [[k, len(v), f"{summary[k]['mean']:.3f} ± {summary[k]['sd']:.3f}",
+                                f"{np.median([x['train_s'] for x in v]):.0f}"]
+                               for k, v in runs.items()]},
+        })
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--iters", type=int, default=3, help="iterations per timed call")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--quality", type=int, nargs="*", default=None, metavar="SEED",
+                    help="instead of timing: train both with the recipe for these seeds")
+    args = ap.parse_args()
+    if args.quality is not None:
+        quality(args.quality or [0, 1, 2])
+        return
+    tuned = tune_malloc()
+    splits = data.get_splits("shakespeare")
+    tok = CharTokenizer.from_text(splits.train)
+    train_ids = tok.encode_array(splits.train)
+    ours_step, torch_step, n_params = _steps(train_ids)
+    tokens = BATCH * 64
+    C, L, V = 128, 4, tok.vocab_size
+    flops = model_flops(12 * C * C * L + V * C, tokens, 64, C, L)
+    load_before = os.getloadavg()
+    runs: dict[str, Any] = {}
+    rows = []
+    for th in args.threads:
+        rec = compare({"spiral": _repeat(ours_step, args.iters),
+                       "torch": _repeat(torch_step, args.iters)},
+                      repeats=args.repeats, warmup=1, threads=th)
+        t = {k: {s: v[s] / args.iters for s in ("median_s", "min_s", "max_s")}
+             for k, v in rec["timings"].items()}
+        ratio = t["spiral"]["median_s"] / t["torch"]["median_s"]
+        runs[f"threads_{th}"] = {"timings": t, "ratio": ratio,
+                                 "all_s": {k: v["all_s"] for k, v in rec["timings"].items()}}
+        for k in ("spiral", "torch"):
+            tk = t[k]
+            rows.append([k, th, round(tk["median_s"] * 1e3, 1),
+                         f"{tk['min_s'] * 1e3:.0f}–{tk['max_s'] * 1e3:.0f}",
+                         round(tokens / tk["median_s"]),
+                         round(flops / tk["median_s"] / 1e9, 1),
+                         "1" if k == "torch" else f"{ratio:.2f}×"])
+        print(f"threads={th}: spiral {t['spiral']['median_s'] * 1e3:.1f} ms, "
+              f"torch {t['torch']['median_s'] * 1e3:.1f} ms, ratio {ratio:.2f}")
+    prof = profile(ours_step, 10, 1)
+    load_after = os.getloadavg()
+    results = {
+        "config": {"preset": "baby", "batch_size": BATCH, "context_length": 64,
+                   "repeats": args.repeats, "iters_per_call": args.iters,
+                   "threads": args.threads, "malloc_tuned": tuned,
+                   "torch": torch.__version__, "numpy": np.__version__},
+        "n_parameters": n_params, "flops_per_iter": flops,
+        "load_avg_before": list(load_before), "load_avg_after": list(load_after),
+        "runs": runs,
+        "table": {"columns": ["engine", "threads", "ms/iter (median)", "min–max",
+                              "tokens/s", "GFLOP/s", "time vs torch"], "rows": rows},
+        "profile_ms": prof,
+        "profile_table": {"columns": ["where our iteration goes (1 thread)", "ms/iter",
+                                      "share"],
+                          "rows": [[k, round(v, 1), f"{v / prof['total']:.0%}"]
+                                   for k, v in sorted(prof.items(), key=lambda kv: -kv[1])
+                                   if k != "total"]},
+    }
+    for r in results["profile_table"]["rows"]:  # type: ignore[index]
+        print(r)
+    print(save("gpt", results))
+
+
+if __name__ == "__main__":
+    main()
