@@ -132,6 +132,8 @@ def load_run(run_dir: str | Path) -> tuple[MLPLanguageModel, Any, dict[str, Any]
 def cmd_train(args: argparse.Namespace) -> int:
     model_over = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
     train_over = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+    if args.model == "gpt":
+        return _cmd_train_gpt(args, train_over)
     res = train_mlp(args.data, args.out, seed=args.seed, model_overrides=model_over,
                     train_overrides=train_over, resume=args.resume,
                     progress=not args.no_progress)
@@ -160,7 +162,7 @@ def add_subparser(subparsers: Any) -> None:
     """Register ``train`` and ``sample`` on the ``spiral`` command's subparsers."""
     mdef, tdef = MLPConfig(vocab_size=1), _train_defaults()
     t = subparsers.add_parser("train", help="train a model into a run directory")
-    t.add_argument("model", choices=["mlp"], help="which model (stage 4: mlp)")
+    t.add_argument("model", choices=["mlp", "gpt"], help="which model (stage 4: mlp, stage 8: gpt)")
     t.add_argument("--data", required=True, help="names | shakespeare | PATH to a text file")
     t.add_argument("--out", default="runs/mlp", help="run directory (default: runs/mlp)")
     t.add_argument("--seed", type=int, default=0)
@@ -174,6 +176,7 @@ def add_subparser(subparsers: Any) -> None:
         default = tdef[name]
         t.add_argument("--" + name.replace("_", "-"), type=type(default), default=None,
                        help=f"training: {name} (default {default})")
+    t.add_argument("--config", default="baby", help="gpt: preset (baby | small; default baby)")
     t.set_defaults(func=cmd_train)
 
     s = subparsers.add_parser("sample", help="sample text from a trained run directory")
@@ -192,3 +195,18 @@ def _train_defaults() -> dict[str, Any]:
     from spiral.train import TrainConfig
 
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+# --- stage 8: `spiral train gpt --config baby` (the nanoGPT recipe; the MLP flags do not apply)
+def _cmd_train_gpt(args: argparse.Namespace, train_over: dict[str, Any]) -> int:
+    from spiral.evaluate import LN2
+    from spiral.experiments.transformer_recipe import train_gpt
+
+    out = "runs/gpt" if args.out == "runs/mlp" else args.out
+    res = train_gpt(args.data, out, preset=args.config, seed=args.seed,
+                    train_overrides=train_over, progress=not args.no_progress)
+    nats = res["val_nats"]
+    print(f"validation: {nats:.4f} nats/char ({nats / LN2:.4f} bits), "
+          f"{res['config']['n_parameters']:,} parameters, {res['train_s']:.0f} s")
+    print(f"run directory: {out}")
+    return 0
