@@ -27,7 +27,7 @@ import numpy as np
 
 from spiral.autograd import Tensor
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.stability_common import single_thread
+from spiral.experiments.stability_common import single_thread, spread_labels
 from spiral.nn import functional as F
 from spiral.nn import init
 
@@ -117,23 +117,6 @@ def _run(config: Config) -> dict[str, Any]:
     }
 
 
-def _spread_labels(ax: Any, ends: list[tuple[float, float, str, str]], gap_pt: float = 9) -> None:
-    """Direct labels at the lines' last points, nudged apart vertically so none overlap."""
-    from spiral.experiments.style import direct_label
-
-    ax.autoscale_view()
-    fig = ax.figure
-    to_pt = 72.0 / fig.dpi
-    ys = [ax.transData.transform((x, y))[1] * to_pt for x, y, _, _ in ends]
-    order = np.argsort(ys)
-    placed: list[float] = []
-    for i in order:
-        target = ys[i] if not placed else max(ys[i], placed[-1] + gap_pt)
-        placed.append(target)
-        x, y, text, color = ends[i]
-        direct_label(ax, [x], [y], text, color=color, dy=target - ys[i])
-
-
 def _plot_metric(results: dict[str, Any], metric: str, ylabel: str, log_tanh: bool) -> Any:
     from spiral.experiments.style import PALETTE, new_figure
 
@@ -148,7 +131,7 @@ def _plot_metric(results: dict[str, Any], metric: str, ylabel: str, log_tanh: bo
             x = list(range(1, len(y) + 1))
             (ax.semilogy if log else ax.plot)(x, y, color=PALETTE[i])
             ends.append((float(x[-1]), float(y[-1]), LABELS[scheme], PALETTE[i]))
-        _spread_labels(ax, ends)
+        spread_labels(ax, ends)
         ax.set_title(f"{act}, {results['width']} wide, {results['depth']} layers")
         ax.set_xlabel("layer")
         ax.set_ylabel(ylabel + (" (floor 1e-30)" if log else ""))

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.stability_common import single_thread
+from spiral.experiments.stability_common import single_thread, spread_labels
 from spiral.experiments.stability_models import NORMS, NormedMLP, mlp_config, names_data
 
 LABELS = {"none": "no norm", "batchnorm": "BatchNorm", "layernorm": "LayerNorm",
@@ -117,19 +117,21 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.experiments.style import PALETTE, new_figure
 
     depths = sorted({int(k.split("_")[0][5:]) for k in results["curves"]})
     fig, axes = new_figure(1, len(depths), width=4.5 * len(depths), height=3.6, sharey=True)
     axes = np.atleast_1d(axes)
     for ax, depth in zip(axes, depths):
+        ends = []
         for i, norm in enumerate(LABELS):
             y = results["curves"].get(f"depth{depth}_{norm}")
             if y is None:
                 continue
             x = np.linspace(0, results["steps"], len(y)).tolist()
             ax.plot(x, y, color=PALETTE[i])
-            direct_label(ax, x, y, LABELS[norm], color=PALETTE[i])
+            ends.append((x[-1], y[-1], LABELS[norm], PALETTE[i]))
+        spread_labels(ax, ends)
         ax.set_title(f"{depth} hidden layers")
         ax.set_xlabel("step")
     axes[0].set_ylabel("training loss (nats, running mean)")

@@ -28,7 +28,7 @@ import numpy as np
 
 from spiral.autograd import Tensor
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.stability_common import single_thread
+from spiral.experiments.stability_common import single_thread, spread_labels
 from spiral.nn import (
     Embedding,
     FeedForward,
@@ -181,11 +181,13 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     depths = sorted({int(k.split("_")[1]) for k in results["curves"]})
     fig, axes = new_figure(1, len(depths), width=3.2 * len(depths), height=3.2, sharey=True)
     for ax, depth in zip(np.atleast_1d(axes), depths):
+        ends = []
         for i, pl in enumerate(PLACEMENTS):
             y = results["curves"][f"{pl}_{depth}"]
             x = np.linspace(0, results["steps"], len(y)).tolist()
             ax.plot(x, y, color=PALETTE[i])
-            direct_label(ax, x, y, f"{pl}-LN", color=PALETTE[i])
+            ends.append((x[-1], y[-1], f"{pl}-LN", PALETTE[i]))
+        spread_labels(ax, ends)
         ax.set_title(f"{depth} blocks, lr {results['lr']:g}, no warm-up")
         ax.set_xlabel("step")
     np.atleast_1d(axes)[0].set_ylabel("training loss (nats)")
