@@ -191,6 +191,8 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
                          dy=9 * (order.index(key) - 1))
         ax.set_xlabel("step")
         ax.set_title(title)
+    a1.set_ylabel("mean |m| over the weight matrix")
+    a2.set_ylabel("mean v over the weight matrix")
     fig2, (b1, b2) = new_figure(1, 2, width=9.0, height=3.4)
     ratio = np.asarray(results["update_ratio"])
     tt = np.arange(1, len(ratio) + 1)
@@ -210,14 +212,14 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         y = np.asarray(w["curve"], dtype=float)
         k = max(1, len(y) // 100)
         smooth = np.convolve(y, np.ones(k) / k, mode="valid")
+        steps = np.arange(k, len(y) + 1)   # a trailing mean, drawn at its window's last step
         color = PALETTE[i // 2]
-        ax.semilogx(np.arange(1, len(smooth) + 1), smooth, color=color,
-                    ls="-" if w["warmup"] else ":")
-        direct_label(ax, np.arange(1, len(smooth) + 1).tolist(), smooth.tolist(),
+        ax.semilogx(steps, smooth, color=color, ls="-" if w["warmup"] else ":")
+        direct_label(ax, steps.tolist(), smooth.tolist(),
                      f"lr {w['lr']:g}{' + warmup' if w['warmup'] else ''}", color=color,
                      dy=6 if w["warmup"] else -6)
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss (nats, smoothed)")
+    ax.set_ylabel(f"training loss (nats, mean of last {k} steps)")
     ax.set_title("Adam with and without 100 warmup steps (dotted: none)")
     return {"moments": fig1, "bias_correction": fig2, "warmup": fig3}
 
