@@ -32,6 +32,7 @@ from spiral.nn import init
 from spiral.nn.layers import Dropout, Embedding, Linear
 from spiral.nn.module import Module, ModuleList, Parameter
 from spiral.nn.norm import LayerNorm
+from spiral.nn.positional import ENCODINGS, LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from spiral.nn.transformer import Block
 
 __all__ = ["GPTConfig", "GPT", "PRESETS", "count_parameters"]
@@ -55,6 +56,7 @@ class GPTConfig:
     norm: bool = True
     ffn: bool = True
     init_std: float = 0.02
+    positional: str = "learned"  # stage 9: learned|sinusoidal|rope|rope_halves|alibi|none
 
     @classmethod
     def preset(cls, name: str, vocab_size: int, **overrides: Any) -> GPTConfig:
@@ -87,6 +89,7 @@ def count_parameters(c: GPTConfig) -> int:
     ffn = 2 * C * hidden + b * (hidden + C) + norm if c.ffn else 0
     block = norm + attn + ffn
     final = (1 + b) * C if (c.placement == "pre" and c.norm) else 0
+    T = T if c.positional == "learned" else 0  # stage 9: only learned positions are trained
     return V * C + T * C + L * block + final + (0 if c.tie_weights else V * C)
 
 
@@ -106,12 +109,21 @@ class GPT(Module):
         self.context_length = c.context_length
         rng = rng if rng is not None else np.random.default_rng()
         self.tok_emb = Embedding(c.vocab_size, c.d_model, rng=rng, dtype=dtype)
-        self.pos_emb = Embedding(c.context_length, c.d_model, rng=rng, dtype=dtype)
+        # stage 9: the positional encoding (learned table by default, or none of it)
+        if c.positional not in ENCODINGS:
+            raise ValueError(f"positional must be one of {ENCODINGS}, got {c.positional!r}")
+        self.pos_emb: Embedding | None = None
+        self.pos_enc: SinusoidalPositionalEncoding | None = None
+        if c.positional == "learned":
+            self.pos_emb = LearnedPositionalEmbedding(c.context_length, c.d_model, rng=rng,
+                                                      dtype=dtype)
+        elif c.positional == "sinusoidal":
+            self.pos_enc = SinusoidalPositionalEncoding(c.d_model, dtype=dtype)
         self.drop = Dropout(c.dropout, rng=rng)
         self.blocks = ModuleList(
             Block(c.d_model, c.n_heads, expansion=c.expansion, placement=c.placement,
                   bias=c.bias, dropout=c.dropout, residual=c.residual, norm=c.norm, ffn=c.ffn,
-                  rng=rng, dtype=dtype)
+                  rng=rng, dtype=dtype, positional=c.positional)
             for _ in range(c.n_layers))
         # pre-LN leaves the residual stream un-normalized: one more norm before the head
         self.final_norm: LayerNorm | None = None
@@ -146,7 +158,7 @@ class GPT(Module):
         if T > self.context_length:
             raise ValueError(f"sequence of {T} tokens is longer than context_length "
                              f"{self.context_length}")
-        x = self.drop(self.tok_emb(ids) + self.pos_emb(np.arange(T)))  # (B, T, C) + (T, C)
+        x = self.drop(self._embed(ids))  # (B, T, C)
         maps: list[np.ndarray] = []
         for blk in self.blocks:
             assert isinstance(blk, Block)
@@ -158,6 +170,15 @@ class GPT(Module):
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x, maps
+
+    def _embed(self, ids: np.ndarray) -> Tensor:
+        """Stage 9: token embeddings plus the additive positional encoding, if any."""
+        T = ids.shape[-1]
+        if self.pos_emb is not None:
+            return self.tok_emb(ids) + self.pos_emb(np.arange(T))  # (B, T, C) + (T, C)
+        if self.pos_enc is not None:
+            return self.tok_emb(ids) + self.pos_enc(T)  # fixed sinusoids (T, C)
+        return self.tok_emb(ids)  # RoPE / ALiBi act inside attention; none adds nothing
 
     def forward(self, idx: np.ndarray | Tensor) -> Tensor:
         x, _ = self.hidden(idx)

@@ -37,6 +37,7 @@ from spiral.nn import kernels as K
 from spiral.nn.layers import Dropout, Linear
 from spiral.nn.module import Module
 from spiral.nn.norm import LayerNorm
+from spiral.nn.positional import ROPE_CONVENTIONS, RotaryEmbedding, alibi_bias
 from spiral.nn.residual import FeedForward as _PositionwiseMLP
 
 __all__ = ["MultiHeadAttention", "FeedForward", "Block"]
@@ -56,7 +57,7 @@ class MultiHeadAttention(Module):
 
     def __init__(self, d_model: int, n_heads: int, *, bias: bool = False, causal: bool = True,
                  dropout: float = 0.0, rng: np.random.Generator | None = None,
-                 dtype: Any = np.float32) -> None:
+                 dtype: Any = np.float32, positional: str = "learned") -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
@@ -68,6 +69,21 @@ class MultiHeadAttention(Module):
         self.qkv_proj = Linear(d_model, 3 * d_model, bias=bias, rng=rng, dtype=dtype)
         self.out_proj = Linear(d_model, d_model, bias=bias, rng=rng, dtype=dtype)
         self.resid_drop = Dropout(dropout, rng=self.rng)
+        # stage 9: RoPE rotates q and k, ALiBi biases the scores; other encodings act outside
+        self.positional = positional
+        self.rotary: RotaryEmbedding | None = None
+        if positional in ROPE_CONVENTIONS:
+            self.rotary = RotaryEmbedding(self.head_dim,
+                                          convention=ROPE_CONVENTIONS[positional])
+
+    def _position_qk(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, np.ndarray | None]:
+        """Stage 9: rotated (q, k) for RoPE; the ALiBi bias (+ causal mask) as attn_mask."""
+        if self.rotary is not None:
+            q, k = self.rotary(q, k)
+        if self.positional != "alibi":
+            return q, k, None
+        return q, k, alibi_bias(self.n_heads, q.shape[-2], k.shape[-2], causal=self.causal,
+                                dtype=q.data.dtype)  # (H, T, T)
 
     def split_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, d_model) -> Q, K, V, each (B, n_heads, T, head_dim)."""
@@ -81,8 +97,10 @@ class MultiHeadAttention(Module):
                 ) -> Tensor | tuple[Tensor, np.ndarray]:
         B, T, C = x.shape
         q, k, v = self.split_heads(x)
+        q, k, mask = self._position_qk(q, k)  # stage 9 (unchanged q, k and None by default)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal,
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                           is_causal=self.causal and mask is None,
                                            rng=self.rng if p else None)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, H, T, hd) -> (B, T, H, hd) -> (B, T, C)
         out = self.resid_drop(self.out_proj(y))
@@ -93,7 +111,10 @@ class MultiHeadAttention(Module):
     def weights(self, q: np.ndarray, k: np.ndarray) -> np.ndarray:
         """softmax(Q Kᵀ/√hd + M) per head: q, k (B, H, T, hd) -> (B, H, T, T)."""
         scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(self.head_dim)  # (B, H, T, T)
-        if self.causal:
+        if self.positional == "alibi":  # stage 9: q, k arrive already rotated for RoPE
+            scores = scores + alibi_bias(self.n_heads, q.shape[-2], k.shape[-2],
+                                         causal=self.causal, dtype=scores.dtype)
+        elif self.causal:
             scores = scores + K.causal_mask(q.shape[-2], k.shape[-2], scores.dtype)
         return np.asarray(K.softmax_forward(scores, -1))
 
@@ -143,7 +164,8 @@ class Block(Module):
     def __init__(self, d_model: int, n_heads: int, *, expansion: float = 4.0,
                  placement: str = "pre", bias: bool = False, dropout: float = 0.0,
                  residual: bool = True, norm: bool = True, ffn: bool = True,
-                 rng: np.random.Generator | None = None, dtype: Any = np.float32) -> None:
+                 rng: np.random.Generator | None = None, dtype: Any = np.float32,
+                 positional: str = "learned") -> None:
         super().__init__()
         if placement not in ("pre", "post"):
             raise ValueError(f"placement must be 'pre' or 'post', got {placement!r}")
@@ -154,7 +176,7 @@ class Block(Module):
 
         self.ln1 = make_norm()
         self.attn = MultiHeadAttention(d_model, n_heads, bias=bias, dropout=dropout, rng=rng,
-                                       dtype=dtype)
+                                       dtype=dtype, positional=positional)  # stage 9
         self.ln2: Module | None = make_norm() if ffn else None
         self.ffn: FeedForward | None = None
         if ffn:
