@@ -44,6 +44,23 @@ def _subsection(section: str, title: str) -> str:
     return m.group(1) if m else ""
 
 
+def _table_first_cells(text: str) -> list[str]:
+    """First cell of every body row of the Markdown tables in ``text`` (headers skipped)."""
+    out: list[str] = []
+    header_seen = False
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header_seen = False  # a new table starts after any non-table line
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not header_seen:
+            header_seen = True  # the header row
+            continue
+        if cells and cells[0] and not set(cells[0]) <= set("-: "):
+            out.append(cells[0])
+    return out
+
+
 def seed_items(seed_text: str, stage: int) -> list[SeedItem]:
     """The items of one stage of the seed that a coverage map must account for."""
     sec = stage_section(seed_text, stage)
@@ -51,21 +68,15 @@ def seed_items(seed_text: str, stage: int) -> list[SeedItem]:
     for line in _subsection(sec, "Learning Objectives").splitlines():
         if line.startswith("- "):
             items.append(SeedItem("objective", line[2:].strip()))
-    for line in _subsection(sec, "Key Concepts").splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells and cells[0] and cells[0] != "Concept" \
-                and not set(cells[0]) <= set("-: "):
-            items.append(SeedItem("concept", cells[0]))
+    for first in _table_first_cells(_subsection(sec, "Key Concepts")):
+        items.append(SeedItem("concept", first))
     for m in re.finditer(r"^\d+\.\s+\*\*(.+?)\*\*", _subsection(sec, "Mathematical Derivations"),
                          re.M):
         items.append(SeedItem("derivation", m.group(1).strip()))
     for m in re.finditer(r"^\d+\.\s+\*\*(.+?)\*\*", _subsection(sec, "Visualizations"), re.M):
         items.append(SeedItem("visualization", m.group(1).strip()))
-    for line in _subsection(sec, "Trade-offs to Analyze").splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and cells and cells[0] and cells[0] != "Trade-off" \
-                and not set(cells[0]) <= set("-: "):
-            items.append(SeedItem("tradeoff", cells[0]))
+    for first in _table_first_cells(_subsection(sec, "Trade-offs to Analyze")):
+        items.append(SeedItem("tradeoff", first))
     return items
 
 
