@@ -159,9 +159,11 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         steps, secs, val = e["steps"][:-1], e["seconds"][:-1], e["val_curve"][:-1]
         a1.plot(steps, val, color=color)
         a2.plot(secs, val, color=color)
-        dy = 9 * (rank[name] - (len(rank) - 1) / 2)   # labels fanned out in final order
+        dy = 9 * rank[name]   # labels stacked upwards in final order, lowest at its line
         direct_label(a1, steps, val, name, color=color, dy=dy)
         direct_label(a2, secs, val, name, color=color, dy=dy)
+    a2.margins(x=0.02)
+    a2.set_xlim(right=a2.get_xlim()[1] * 1.12)   # room for the labels at the curves' ends
     a1.set_xlabel("optimizer step")
     a1.set_ylabel("validation loss (nats, 4000-token prefix)")
     a2.set_xlabel("wall-clock seconds (1 thread)")
