@@ -176,12 +176,15 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
                text=lambda v: f"{name(v)}\nstep {fwd[v][0]}\n∂·/∂w1 = {fwd[v][1] + 0.0:.3g}")
     draw_graph(o3, ax=ax_r, fontsize=5.5, title="reverse mode: right to left",
                text=lambda v: f"{name(v)}\nstep {rev[v][0]}\n∂o/∂· = {rev[v][1] + 0.0:.3g}")
+    # the MLP graph on a page-width canvas (its natural size is twice as wide, which the book
+    # would shrink until the labels are unreadable)
+    mlp_fig, mlp_ax = new_figure(width=10.0, height=5.6)
+    draw_graph(loss, ax=mlp_ax, title="2-3-1 MLP, L = (ŷ - t)²: data and ∂L/∂·", fontsize=6.0)
     return {
         "mode_order": modes,
         "gradient_flow": flow,
         "neuron_graph": draw_graph(o, title="o = tanh(x₁w₁ + x₂w₂ + b): data and ∂o/∂·"),
-        "mlp_graph": draw_graph(loss, title="2-3-1 MLP, L = (ŷ - t)²: data and ∂L/∂·",
-                                fontsize=5.5),
+        "mlp_graph": mlp_fig,
     }
 
 
