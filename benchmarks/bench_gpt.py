@@ -200,7 +200,9 @@ def main() -> None:
              for k, v in rec["timings"].items()}
         ratio = t["spiral"]["median_s"] / t["torch"]["median_s"]
         runs[f"threads_{th}"] = {"timings": t, "ratio": ratio,
-                                 "all_s": {k: v["all_s"] for k, v in rec["timings"].items()}}
+                                 "all_s": {k: v["all_s"] for k, v in rec["timings"].items()},
+                                 **{f"{k}_ms": t[k]["median_s"] * 1e3 for k in t},
+                                 **{f"{k}_tokens_per_s": tokens / t[k]["median_s"] for k in t}}
         for k in ("spiral", "torch"):
             tk = t[k]
             rows.append([k, th, round(tk["median_s"] * 1e3, 1),
