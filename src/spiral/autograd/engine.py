@@ -259,7 +259,8 @@ def _run_backward(root: TensorBase, gradient: Any, retain_graph: bool) -> None:
     # ids of gradient arrays the engine allocated itself and that sit in `grads` exactly once:
     # those may be updated in place or handed to a leaf without a copy.
     owned: set[int] = set()
-    for node in reversed(topo):
+    while topo:  # popping releases each node once processed, so activations free as we go
+        node = topo.pop()
         g = grads.pop(id(node), None)
         if g is not None:
             if type(g) is _SliceGrad:
