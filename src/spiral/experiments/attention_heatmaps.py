@@ -112,11 +112,11 @@ def _heatmap(results: dict[str, Any]) -> Any:
     w = np.array(results["weights"])
     T = w.shape[0]
     chars = [c if c not in "\n " else {"\n": "⏎", " ": "␣"}[c] for c in results["passage"]]
-    fig, ax = new_figure(width=6.4, height=6.0)
+    fig, ax = new_figure(width=7.6, height=7.2)
     masked = np.ma.masked_where(np.triu(np.ones_like(w, dtype=bool), k=1), w)
     im = ax.imshow(masked, cmap="Blues", vmin=0.0, vmax=float(w.max()), interpolation="nearest")
     ax.set_facecolor("#f2f2f2")  # the masked future: exactly zero weight, drawn grey
-    size = 6 if T <= 40 else 4.5
+    size = 6.5 if T <= 40 else 5.5
     ticks = list(range(T))
     ax.set_xticks(ticks, [chars[i] for i in ticks], fontsize=size, family="DejaVu Sans Mono")
     ax.set_yticks(ticks, [chars[i] for i in ticks], fontsize=size, family="DejaVu Sans Mono")
