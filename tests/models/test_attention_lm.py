@@ -103,3 +103,19 @@ def test_float_input_tensor_is_accepted() -> None:
     m = _model()
     ids = np.random.default_rng(9).integers(0, 11, (1, 4))
     np.testing.assert_array_equal(m(Tensor(ids)).data, m(ids).data)
+
+
+def test_shared_recipe_uses_the_learning_rate_tuned_on_the_tune_split() -> None:
+    """The heatmap experiment reuses Recipe().lr; it must be the rate that the committed
+    tuning (attention_scale_training, tune split) chose for both the attention model and the
+    MLP — otherwise the chapter's seed-0 model and the table's would differ."""
+    import json
+    from pathlib import Path
+
+    from spiral.experiments.attention_common import Recipe
+
+    path = Path(__file__).parents[2] / "docs/results/attention_scale_training/results.json"
+    if not path.is_file():
+        pytest.skip("no committed results")
+    best = json.loads(path.read_text())["results"]["best_lr"]
+    assert best["scaled"] == Recipe().lr == best["mlp"]

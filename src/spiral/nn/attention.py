@@ -14,7 +14,7 @@ exp(−∞) = 0 gives the future exactly zero weight and exactly zero gradient.
 
 The softmax and the weighted sum run as ONE fused autograd node, stage 3's
 :func:`spiral.nn.functional.scaled_dot_product_attention` (hand-derived backward). Stage 8
-splits ``head_dim`` into several heads on top of this module.
+runs several such heads side by side (multi-head attention) on the same kernel.
 Paper: Vaswani et al., *Attention Is All You Need* (2017), eq. 1; Bahdanau, Cho & Bengio
 (2015) for attention as soft alignment. Chapter: stage 7 (attention from first principles).
 """
