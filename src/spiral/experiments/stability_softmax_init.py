@@ -121,23 +121,39 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     from spiral.experiments.style import PALETTE, direct_label, new_figure
 
-    fig, ax = new_figure(width=6.4, height=3.6)
-    for i, entry in enumerate(results["by_readout"].values()):
+    # left: every readout on a log loss axis; right: the three tame readouts, zoomed in on a
+    # linear axis (their curves overlap on the left, so they get a legend there instead)
+    fig, (ax_all, ax_zoom) = new_figure(1, 2, width=8.4, height=3.4)
+    for i, (key, entry) in enumerate(results["by_readout"].items()):
         if "curve" not in entry:
             continue
         x = [0, *entry["curve_steps"]]
         y = [entry["initial"]["mean"], *entry["curve"]]
-        ax.plot(x, y, color=PALETTE[i])
-        direct_label(ax, x, y, entry["label"], color=PALETTE[i])
-    ax.axhline(results["log_v"], color="#999999", lw=0.8, ls="--")
-    ax.annotate("log V", xy=(0, results["log_v"]), xytext=(2, 3), textcoords="offset points",
-                fontsize=8, color="#666666")
-    ax.set_xscale("symlog", linthresh=50)
-    ax.set_yscale("log")
-    ax.set_xlabel("step (linear to 50, then log)")
-    ax.set_ylabel("loss (nats)")
+        ax_all.plot(x, y, color=PALETTE[i], label=entry["label"])
+        if key == "randn":
+            direct_label(ax_all, x, y, entry["label"], color=PALETTE[i], dy=6)
+        else:
+            ax_zoom.plot(x, y, color=PALETTE[i], label=entry["label"])
+    for ax in (ax_all, ax_zoom):
+        ax.axhline(results["log_v"], color="#999999", lw=0.8, ls="--")
+        ax.text(0.98, results["log_v"], "log V", transform=ax.get_yaxis_transform(),
+                ha="right", va="bottom", fontsize=8, color="#666666")
+        ax.set_xscale("symlog", linthresh=50)
+        ax.set_xlim(left=0)
+        ax.set_xlabel("training step (linear to 50, then log)")
+    ax_all.set_yscale("log")
+    ax_all.set_yticks([2, 3, 5, 10])
+    ax_all.yaxis.set_major_formatter(ScalarFormatter())
+    ax_all.yaxis.set_minor_formatter(NullFormatter())
+    ax_all.set_ylabel("loss (nats, log scale)")
+    ax_all.set_title("all four readouts")
+    ax_zoom.set_ylabel("loss (nats)")
+    ax_zoom.set_title("the three small readouts, zoomed")
+    ax_zoom.legend(loc="lower left", fontsize=8)
     return {"softmax_init": fig}
 
 
