@@ -22,7 +22,7 @@ from spiral.experiments.style import PALETTE, new_figure
 class Config:
     corpora: tuple[str, ...] = ("names", "shakespeare")
     seeds: tuple[int, ...] = (0, 1, 2)
-    shakespeare_seeds: tuple[int, ...] = (0,)
+    shakespeare_seeds: tuple[int, ...] = (0, 1, 2)
     max_steps: int | None = None         # None: the default recipe
     batch_size: int | None = None        # None: the default recipe
     laplace_orders: tuple[int, ...] = (1, 2, 3)
