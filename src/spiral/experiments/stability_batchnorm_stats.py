@@ -132,8 +132,9 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                          f"{entry['final_var_err']['mean']:.3f}",
                          f"{entry['final_eval']['mean']:.3f}"])
     out["table"] = {"columns": ["momentum", f"eval − train-mode loss at step {config.record_every}",
-                                f"… at step {config.steps}", "|running − true mean| / std",
-                                "|log running var / true var|", "held-out loss (eval mode)"],
+                                f"… at step {config.steps}", "running-mean error (in stds)",
+                                "running-var error (abs. log ratio)",
+                                "held-out loss (eval mode)"],
                     "rows": rows}
     out["record_every"], out["batch_size"] = config.record_every, config.batch_size
     return out

@@ -111,7 +111,7 @@ def _run(config: Config) -> dict[str, Any]:
     return {
         "depth": config.depth, "width": config.width, "curves": curves, "summary": summary,
         "table": {"columns": ["activation", "init", "std layer 1", f"std layer {config.depth}",
-                              "tanh units with |h| > 0.99 at the top",
+                              "tanh units saturated (abs h > 0.99) at the top",
                               "log₁₀ ‖∂L/∂W₁‖ / ‖∂L/∂W_L‖"],
                   "rows": rows},
     }
