@@ -71,3 +71,14 @@ def test_other_braces_are_left_alone(book):
 def test_macros_in_code_are_shown_not_run(book):
     text = 'write `{{ result("x", "y") }}` or\n```\n{{ source("nope") }}\n```\nthen {{ result("demo", "loss", ".1f") }}'
     assert book.render(text) == text.replace('{{ result("demo", "loss", ".1f") }}', "1.2")
+
+
+def test_table_escapes_pipes(tmp_path):
+    import json as _json
+
+    folder = tmp_path / "results" / "p"
+    folder.mkdir(parents=True)
+    record = {"results": {"t": {"columns": ["|x|", "y"], "rows": [["a|b", 1]]}}}
+    (folder / "results.json").write_text(_json.dumps(record))
+    out = Book(tmp_path).render('{{ table("p", "t") }}')
+    assert "| \\|x\\| | y |" in out and "| a\\|b | 1 |" in out

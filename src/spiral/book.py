@@ -100,7 +100,10 @@ class Book:
         t = _lookup(self.record(name).get("results", {}), key, f"table({name!r})")
         if not (isinstance(t, dict) and "columns" in t and "rows" in t):
             raise MacroError(f"table({name!r}, {key!r}): value needs 'columns' and 'rows'")
-        cols = [str(c) for c in t["columns"]]
+        def cell(text: str) -> str:  # a literal "|" would split the Markdown cell
+            return text.replace("|", "\\|")
+
+        cols = [cell(str(c)) for c in t["columns"]]
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for row in t["rows"]:
             if len(row) != len(cols):
@@ -116,7 +119,7 @@ class Book:
                     cells.append("n/a")
                 else:
                     cells.append(_fmt(v, fmt) if v in ("inf", "-inf", "nan") else str(v))
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
         return "\n".join(lines) + "\n"
 
     def figure(self, name: str, fig: str, caption: str = "", page: str = "index.md") -> str:
