@@ -46,11 +46,10 @@ def derivative(name: str, a: np.ndarray) -> np.ndarray:
     return np.asarray(t.grad)
 
 
-def dead_fraction(model: Any, ids: np.ndarray, tol: float = 1e-3) -> float:
-    """Fraction of hidden units whose σ'(pre-activation) < tol on every probe position.
+def unit_activity(model: Any, ids: np.ndarray, tol: float = 1e-3) -> np.ndarray:
+    """(n_units,) fraction of probe positions where each hidden unit's σ'(a) ≥ tol.
 
-    For ReLU that is "pre-activation ≤ 0 everywhere" (the unit is dead for good); for tanh
-    it would mean saturation; GELU and SiLU only flatten far left of zero.
+    For ReLU that is the fraction of positions where the unit is on (a > 0).
     """
     from spiral.autograd import no_grad
 
@@ -58,8 +57,17 @@ def dead_fraction(model: Any, ids: np.ndarray, tol: float = 1e-3) -> float:
     with no_grad():
         feats = model.features(ids[None, :])  # [e, a_1, ..., a_L, h_L]
     name = model.config.activation
-    dead = [np.abs(derivative(name, a.data[0])).max(axis=0) < tol for a in feats[1:-1]]
-    return float(np.concatenate(dead).mean())
+    live = [np.abs(derivative(name, a.data[0])) >= tol for a in feats[1:-1]]  # (T, d) each
+    return np.concatenate([x.mean(axis=0) for x in live])
+
+
+def dead_fraction(model: Any, ids: np.ndarray, tol: float = 1e-3) -> float:
+    """Fraction of hidden units whose σ'(pre-activation) < tol on every probe position.
+
+    For ReLU that is "pre-activation ≤ 0 everywhere" (the unit is dead for good); for tanh
+    it would mean saturation; GELU and SiLU only flatten far left of zero.
+    """
+    return float((unit_activity(model, ids, tol) == 0).mean())
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
@@ -69,20 +77,27 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     rows = []
     for act, lr in variants:
         key = act if lr == config.lr else f"{act}_high_lr"
-        vals, dead, trains = [], [], []
+        vals, dead, trains, zero_share = [], [], [], []
+        hist = np.zeros(10)
         for seed in config.seeds:
             r = fit(config.corpus, seed, {"activation": act, "n_layers": config.n_layers,
                                           "d_hidden": config.d_hidden},
                     short_recipe(config.max_steps, config.batch_size, lr=lr))
             vals.append(r["val_nats"])
             trains.append(r["history"][-1]["train_loss"])
-            dead.append(dead_fraction(r["model"], probe))
+            activity = unit_activity(r["model"], probe)
+            dead.append(float((activity == 0).mean()))
+            zero_share.append(float(1.0 - activity.mean()))  # (position, unit) pairs with σ' ≈ 0
+            hist += np.histogram(activity, bins=10, range=(0.0, 1.0))[0]
         out[key] = {"activation": act, "lr": lr, "val_nats": mean_sd(vals),
-                    "train_nats": mean_sd(trains), "dead_fraction": mean_sd(dead)}
+                    "train_nats": mean_sd(trains), "dead_fraction": mean_sd(dead),
+                    "zero_gradient_share": mean_sd(zero_share),
+                    "activity_histogram": (hist / hist.sum()).tolist()}
         rows.append([act, f"{lr:g}", f"{np.mean(trains):.3f}", f"{np.mean(vals):.3f}",
-                     f"{100 * np.mean(dead):.1f} %"])
+                     f"{100 * np.mean(dead):.1f} %", f"{100 * np.mean(zero_share):.0f} %"])
     return {"runs": out, "table": {"columns": ["activation", "learning rate", "train",
-                                               "validation", "dead units"], "rows": rows}}
+                                               "validation", "dead units",
+                                               "zero-gradient share"], "rows": rows}}
 
 
 def _curves() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -121,7 +136,15 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     ax.set_yticks(y, [f"{runs[k]['activation']} (lr {runs[k]['lr']:g})" for k in keys])
     ax.invert_yaxis()
     ax.set_xlabel("hidden units with σ′ < 10⁻³ on every probe position (%)")
-    return {"activations": fig, "dead_units": fig2}
+    keys3 = [k for k in runs if runs[k]["activation"] in ("relu", "tanh")]
+    fig3, axes = new_figure(1, len(keys3), width=2.6 * len(keys3), height=2.6, sharey=True)
+    centers = (np.arange(10) + 0.5) / 10
+    for ax, k in zip(np.atleast_1d(axes), keys3):
+        ax.bar(centers, runs[k]["activity_histogram"], width=0.09, color=PALETTE[0])
+        ax.set_title(f"{runs[k]['activation']} (lr {runs[k]['lr']:g})", loc="left", fontsize=9)
+        ax.set_xlabel("share of positions with σ′ ≥ 10⁻³")
+    np.atleast_1d(axes)[0].set_ylabel("share of hidden units")
+    return {"activations": fig, "dead_units": fig2, "unit_activity": fig3}
 
 
 def check(results: dict[str, Any]) -> None:
