@@ -149,3 +149,17 @@ def test_cli_train_and_sample_write_a_run_directory(tmp_path: Path,
     assert first.startswith("the ") and len(first.rstrip("\n")) == 24
     main(["sample", str(out), "--prompt", "the ", "--max-new-tokens", "20", "--seed", "1"])
     assert capsys.readouterr().out == first  # seeded
+
+
+def test_fit_text_trains_the_recipe_on_any_text() -> None:
+    from spiral.evaluate import evaluate
+    from spiral.tokenizers.char import CharTokenizer
+    from spiral.train_cli import fit_text
+
+    text = "abcabcabd " * 200
+    rng = np.random.default_rng(0)
+    model = fit_text(text, rng, train_overrides={"max_steps": 30, "batch_size": 8,
+                                                 "seq_len": 16, "eval_interval": 30})
+    ids = CharTokenizer.from_text(text).encode_array(text[:300])
+    assert model.config.vocab_size == 5
+    assert evaluate(model, ids).nats < np.log(5) - 0.3  # it learned something
