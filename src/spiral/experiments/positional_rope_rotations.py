@@ -58,7 +58,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
             "score_spread": spread, "score_spread_max": max(spread.values()),
             "complex_max_error": complex_err, "decay": decay.tolist(),
             "decay_at_0": float(decay[0]),
-            "decay_min_abs_over_last_half": float(np.abs(decay[len(decay) // 2:]).max()),
+            "decay_max_abs_over_last_half": float(np.abs(decay[len(decay) // 2:]).max()),
             "fastest_period": float(2 * np.pi / theta[0]),
             "slowest_period": float(2 * np.pi / theta[-1])}
 
@@ -100,7 +100,7 @@ def check(results: dict[str, Any]) -> None:
     assert results["score_spread_max"] < 1e-8      # the score depends on m - n only
     assert results["complex_max_error"] < 1e-8     # rotation = complex multiplication
     assert abs(results["decay_at_0"] - results["head_dim"]) < 1e-9
-    assert results["decay_min_abs_over_last_half"] < results["decay_at_0"]
+    assert results["decay_max_abs_over_last_half"] < results["decay_at_0"]
     theta = np.asarray(results["theta"])
     assert theta[0] == 1.0 and np.all(np.diff(theta) < 0)
 

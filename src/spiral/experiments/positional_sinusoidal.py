@@ -46,7 +46,8 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                                big[k: n - config.max_offset + k]) for k in ks])  # (K+1, P)
     table_rows = [[i, f"{2 * i}, {2 * i + 1}", f"{lam[i]:,.1f}"]
                   for i in sorted({0, 1, 2, 4, 8, d // 4, d // 2 - 1}) if i < d // 2]
-    return {"pe": pe.tolist(), "wavelengths": lam.tolist(), "d_model": d,
+    return {"pe": np.round(pe, 3).tolist(),  # rounded for the heatmap only
+            "wavelengths": lam.tolist(), "d_model": d,
             "min_wavelength": float(lam[0]), "max_wavelength": float(lam[-1]),
             "wavelength_ratio": float(lam[1] / lam[0]),
             "shift_max_error": shift_err, "shift_max_error_all": max(shift_err.values()),
