@@ -59,6 +59,17 @@ def _ngram(order: int, smoothing: str, **kw: Any) -> Callable[..., Any]:
     return build
 
 
+def _mlp(quick: bool) -> Callable[..., Any]:
+    def build(train: str, vocab_size: int, rng: np.random.Generator) -> Any:
+        from spiral.train_cli import fit_text
+
+        # the stage-4 default recipe; --quick trains it briefly (a smoke rung, not a result)
+        over = {"max_steps": 300, "eval_interval": 300} if quick else None
+        return fit_text(train, rng, train_overrides=over)
+
+    return build
+
+
 def ladder(quick: bool) -> list[Rung]:
     rungs = [Rung("uniform over the vocabulary", 1,
                   lambda tr, v, rng: UniformModel(v))]
@@ -76,6 +87,11 @@ def ladder(quick: bool) -> list[Rung]:
             Rung("5-gram Kneser-Ney", 1, _ngram(5, "kneser_ney")),
             Rung("6-gram Kneser-Ney", 1, _ngram(6, "kneser_ney")),
         ]
+    try:
+        import spiral.train_cli  # noqa: F401
+    except ModuleNotFoundError:
+        return rungs
+    rungs.append(Rung("MLP (stage 4 recipe)" + (", 300 steps" if quick else ""), 4, _mlp(quick)))
     return rungs
 
 
@@ -84,12 +100,23 @@ def _params(model: Any) -> int | None:
     return int(f()) if callable(f) else None
 
 
+def _generate_chars(model: Any, tok: CharTokenizer, rng: np.random.Generator, n: int) -> str:
+    """Sample from a neural model through the shared sampler (spiral.generate)."""
+    from spiral.train_cli import sample_text
+
+    prompt = "\n" if "\n" in tok.stoi else tok.itos[0]
+    text = sample_text(model, tok, rng, prompt=prompt, names=False, max_new_tokens=n)
+    return str(text)[len(prompt):]
+
+
 def _sample(model: Any, tok: CharTokenizer, rng: np.random.Generator, n: int) -> str:
     try:
         if isinstance(model, UniformModel):
             ids = model.sample(n, rng)
-        else:
+        elif hasattr(model, "generate"):  # counting models sample themselves
             ids = model.generate(n, rng=rng)
+        else:  # neural models go through the shared sampler
+            return _generate_chars(model, tok, rng, n)
         if isinstance(ids, str):
             return ids[:n]
         return tok.decode(ids)
