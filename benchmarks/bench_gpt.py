@@ -170,6 +170,52 @@ def quality(seeds: list[int]) -> None:
         })
 
 
+def small_cost(iters: int) -> None:
+    """ms per iteration of the ``small`` preset (nanoGPT's shakespeare-char config: batch 64,
+    context 256, dropout 0.2) on both engines, one thread, and what its 5000 iterations and
+    the baby recipe's 2000 would take at that speed."""
+    import time
+
+    tune_malloc()
+    torch.set_num_threads(1)
+    splits = data.get_splits("shakespeare")
+    train_ids = CharTokenizer.from_text(splits.train).encode_array(splits.train)
+    cfg = GPTConfig.preset("small", int(train_ids.max()) + 1)
+    ours = GPT(cfg, rng=np.random.default_rng(0))
+    opt = ours.configure_optimizer()
+    peer = TorchGPT(GPTConfig.preset("small", cfg.vocab_size, dropout=0.0))
+    popt = peer.configure_optimizer()
+    peer.train()
+    rng = np.random.default_rng(0)
+    times: dict[str, list[float]] = {"spiral": [], "torch": []}
+    with pin_threads(1):
+        for _ in range(iters):
+            x, y = sample_batch(train_ids, 64, cfg.context_length, rng)
+            t0 = time.perf_counter()
+            F.cross_entropy(ours(x), y).backward()
+            clip_grad_norm_(list(ours.parameters()), 1.0)
+            opt.step()
+            opt.zero_grad()
+            times["spiral"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            logits = peer(torch.from_numpy(x))
+            torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]),
+                                              torch.from_numpy(y).view(-1)).backward()
+            torch.nn.utils.clip_grad_norm_(peer.parameters(), 1.0)
+            popt.step()
+            popt.zero_grad(set_to_none=True)
+            times["torch"].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    save("gpt_small", {
+        "config": {"preset": "small", "batch_size": 64, "context_length": 256, "iters": iters,
+                   "threads": 1, "note": "torch side without dropout (cost only)"},
+        "s_per_iter": med, "all_s": times, "load_avg": list(os.getloadavg()),
+        "hours_for_5000_iters": {k: v * 5000 / 3600 for k, v in med.items()},
+        "n_parameters": ours.num_parameters(),
+    })
+    print(med)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15)
@@ -177,7 +223,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--quality", type=int, nargs="*", default=None, metavar="SEED",
                     help="instead of timing: train both with the recipe for these seeds")
+    ap.add_argument("--small", type=int, default=0, metavar="ITERS",
+                    help="instead of timing baby: time ITERS iterations of the small preset")
     args = ap.parse_args()
+    if args.small:
+        small_cost(args.small)
+        return
     if args.quality is not None:
         quality(args.quality or [0, 1, 2])
         return
