@@ -43,6 +43,8 @@ def test_sinusoidal_module_any_length_and_offset() -> None:
     np.testing.assert_array_equal(short, long[:5])
     np.testing.assert_allclose(enc(4, offset=10).data, sinusoidal_table(14, 8)[10:])
     assert not enc(3).requires_grad
+    half = SinusoidalPositionalEncoding(8, dtype=np.float64, amplitude=0.5)
+    np.testing.assert_allclose(half(6).data, 0.5 * sinusoidal_table(6, 8))
 
 
 def test_wavelengths_geometric_from_2pi_to_2pi_base() -> None:

@@ -51,8 +51,12 @@ def _data() -> tuple[Any, np.ndarray, np.ndarray]:
     return shakespeare()
 
 
-def train_one(config: Config, positional: str, seed: int) -> tuple[Any, dict[str, Any]]:
-    """One GPT with ``positional`` trained with the shared loop; returns (model, info)."""
+def train_one(config: Config, positional: str, seed: int,
+              sinusoidal_amplitude: float | None = None) -> tuple[Any, dict[str, Any]]:
+    """One GPT with ``positional`` trained with the shared loop; returns (model, info).
+
+    ``sinusoidal_amplitude`` rescales the fixed sinusoid table (the paper's is 1).
+    """
     from spiral.models.gpt import GPT, GPTConfig
     from spiral.optim import AdamW
     from spiral.train import TrainConfig, train
@@ -62,6 +66,8 @@ def train_one(config: Config, positional: str, seed: int) -> tuple[Any, dict[str
                      n_layers=config.n_layers, n_heads=config.n_heads,
                      d_model=config.d_model, positional=positional)
     model = GPT(mcfg, rng=np.random.default_rng(seed))
+    if sinusoidal_amplitude is not None and model.pos_enc is not None:
+        model.pos_enc.amplitude = sinusoidal_amplitude
     tcfg = TrainConfig(max_steps=config.max_steps, batch_size=config.batch_size,
                        seq_len=config.context_length, lr=config.lr,
                        warmup_steps=config.warmup_steps, eval_interval=config.max_steps,

@@ -93,19 +93,24 @@ class SinusoidalPositionalEncoding(Module):
     (5, 8)
     """
 
-    def __init__(self, d_model: int, base: float = 10000.0, dtype: Any = np.float32) -> None:
+    def __init__(self, d_model: int, base: float = 10000.0, dtype: Any = np.float32,
+                 amplitude: float = 1.0) -> None:
         super().__init__()
         self.d_model, self.base, self.dtype = d_model, base, dtype
+        self.amplitude = amplitude  # 1 in the paper; the table is multiplied by it
         self._table = sinusoidal_table(0, d_model, base).astype(dtype)
 
     def forward(self, n_positions: int, offset: int = 0) -> Tensor:
         end = offset + n_positions
         if end > len(self._table):  # grow the cache; no length limit
             self._table = sinusoidal_table(end, self.d_model, self.base).astype(self.dtype)
-        return Tensor(self._table[offset:end])  # (T, d_model), no gradient
+        table = self._table[offset:end]  # (T, d_model), no gradient
+        if self.amplitude != 1.0:
+            table = table * np.asarray(self.amplitude, table.dtype)
+        return Tensor(table)
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, base={self.base:g}"
+        return f"d_model={self.d_model}, base={self.base:g}, amplitude={self.amplitude:g}"
 
 
 class LearnedPositionalEmbedding(Embedding):
