@@ -110,6 +110,11 @@ def test_browser_shows_typeset_math_and_figures(site):
                 body = page.inner_text("article")
                 leftover = re.findall(r"(?<![\w$\\])\$[^$\s][^$\n]{0,60}\$", body)
                 assert not leftover, f"{rel}: literal math left: {leftover[:3]}"
+                # lazy images below the fold: load them all, then check each decoded
+                page.evaluate(
+                    "Promise.all(Array.from(document.images).map(i => {"
+                    "i.loading = 'eager'; return i.decode().catch(() => null); }))"
+                )
                 broken = page.evaluate(
                     "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
                     ".map(i => i.src)"
