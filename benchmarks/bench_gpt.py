@@ -216,6 +216,48 @@ def small_cost(iters: int) -> None:
     print(med)
 
 
+def estimate_spread(run_dirs: list[str], draws: int = 50) -> None:
+    """nanoGPT's validation estimate (mean loss of 20 random batches of 12 × 64) against the
+    whole-split evaluator, for trained runs: how far a 20-batch estimate strays."""
+    from spiral import checkpoint
+    from spiral.evaluate import evaluate
+
+    splits = data.get_splits("shakespeare")
+    tok = CharTokenizer.from_text(splits.train)
+    val_ids = tok.encode_array(splits.val)
+    rows, per_run = [], []
+    for run in run_dirs:
+        model = GPT(GPTConfig.preset("baby", tok.vocab_size), rng=np.random.default_rng(0))
+        checkpoint.load(f"{run}/checkpoint.safetensors", model)
+        whole = evaluate(model, val_ids).nats
+        rng = np.random.default_rng(0)
+        est = []
+        with pin_threads(1):
+            for _ in range(draws):
+                losses = []
+                for _ in range(20):
+                    x, y = sample_batch(val_ids, BATCH, 64, rng)
+                    losses.append(float(F.cross_entropy(model(x), y).item()))
+                est.append(float(np.mean(losses)))
+        e = np.asarray(est)
+        per_run.append({"run": run, "whole_split": whole, "estimate_mean": float(e.mean()),
+                        "estimate_sd": float(e.std(ddof=1)), "estimate_min": float(e.min()),
+                        "estimate_max": float(e.max())})
+        rows.append([run.rsplit("/", 1)[-1], f"{whole:.3f}",
+                     f"{e.mean():.3f} ± {e.std(ddof=1):.3f}",
+                     f"{e.min():.3f}–{e.max():.3f}"])
+        print(per_run[-1])
+    save("gpt_eval_estimate", {
+        "config": {"draws": draws, "batches_per_estimate": 20, "batch_size": BATCH,
+                   "context_length": 64},
+        "runs": per_run,
+        "mean_offset": float(np.mean([r["estimate_mean"] - r["whole_split"] for r in per_run])),
+        "mean_estimate_sd": float(np.mean([r["estimate_sd"] for r in per_run])),
+        "table": {"columns": ["run", "whole validation split", "20-batch estimate (mean ± sd)",
+                              "min–max of estimates"], "rows": rows},
+    })
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15)
@@ -225,7 +267,12 @@ def main() -> None:
                     help="instead of timing: train both with the recipe for these seeds")
     ap.add_argument("--small", type=int, default=0, metavar="ITERS",
                     help="instead of timing baby: time ITERS iterations of the small preset")
+    ap.add_argument("--estimate", nargs="+", default=None, metavar="RUN_DIR",
+                    help="instead of timing: nanoGPT-style 20-batch estimates of trained runs")
     args = ap.parse_args()
+    if args.estimate:
+        estimate_spread(args.estimate)
+        return
     if args.small:
         small_cost(args.small)
         return
