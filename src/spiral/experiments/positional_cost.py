@@ -34,7 +34,7 @@ class Config:
     context_length: int = 64
     batch_size: int = 16
     long_factor: int = 8
-    repeats: int = 7
+    repeats: int = 15
 
 
 def _model(config: Config, enc: str) -> Any:
@@ -115,7 +115,9 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
              f"{r['step_ms'] / base:.2f}",
              "n/a" if r["long_forward_ms"] is None else f"{r['long_forward_ms']:.1f}"]
             for e, r in out.items()]
+    share = out["learned"]["pos_params"] / out["learned"]["params"]
     return {"by_encoding": out, "context_length": T, "long_length": L, "d_model": config.d_model,
+            "learned_param_share": share,
             "batch_size": config.batch_size,
             "table": {"columns": ["encoding", "parameters", "positional parameters",
                                   "encoding state (KiB)", "peak memory fwd+bwd (MiB)",
