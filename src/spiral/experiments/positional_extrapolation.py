@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.style import PALETTE, direct_label, new_figure
+from spiral.experiments.stability_common import spread_labels
+from spiral.experiments.style import PALETTE, new_figure
 
 ORDER = ("learned", "sinusoidal", "rope", "alibi", "none")
 
@@ -162,30 +163,34 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 def plot(results: dict[str, Any]) -> dict[str, Any]:
     fig, ax = new_figure(width=6.4, height=3.6)
     lengths = results["lengths"]
+    ends = []
     for i, (enc, by_f) in enumerate(results["nats"].items()):
         pts = [(L, v["mean"], v["sd"]) for L, v in zip(lengths, by_f.values()) if v]
         xs, ms, sds = zip(*pts)
         ax.errorbar(xs, ms, yerr=sds, color=PALETTE[i], marker="o", ms=3, lw=1.2, capsize=2)
-        direct_label(ax, list(xs), list(ms), enc if len(xs) > 1 else f"{enc} (n/a beyond 1×)",
-                     color=PALETTE[i])
+        ends.append((xs[-1], ms[-1], enc if len(xs) > 1 else f"{enc} (n/a beyond 1×)",
+                     PALETTE[i]))
     ax.axvline(results["context_length"], color="#999999", lw=0.8, ls=":")
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [str(L) for L in lengths])
     ax.set_xlim(lengths[0] * 0.8, lengths[-1] * 2.5)
     ax.set_xlabel("evaluation window (tokens); trained at the dotted line")
     ax.set_ylabel("validation NLL (nats/char)")
+    spread_labels(ax, ends)
     fig2, ax2 = new_figure(width=6.4, height=3.6)
     T = results["context_length"]
     width = max(1, T // 8)  # bins of T/8 positions: single positions are too noisy
+    ends2: list[tuple[float, float, str, str]] = []
     for i, (enc, prof) in enumerate(results["profiles"].items()):
         n = len(prof) // width
         binned = np.asarray(prof[: n * width]).reshape(n, width).mean(1)
         x = (np.arange(n) + 0.5) * width + 1
         ax2.plot(x, binned, color=PALETTE[i], lw=1.2, marker="o", ms=2)
-        direct_label(ax2, list(x), list(binned), enc, color=PALETTE[i])
+        ends2.append((x[-1], binned[-1], enc, PALETTE[i]))
     ax2.axvline(T, color="#999999", lw=0.8, ls=":")
     ax2.set_xlabel(f"position inside the window (bins of {width}; trained up to the dotted line)")
     ax2.set_ylabel("mean NLL at those positions (nats)")
+    spread_labels(ax2, ends2)
     return {"loss_vs_length": fig, "loss_by_position": fig2}
 
 
