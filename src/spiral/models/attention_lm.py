@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 
 from spiral.autograd import Tensor, no_grad
-from spiral.nn import functional as F
+from spiral.models.base import CausalLM
 from spiral.nn.activations import GELU
 from spiral.nn.attention import SelfAttention
 from spiral.nn.layers import Embedding, Linear
-from spiral.nn.module import Module
 from spiral.nn.norm import LayerNorm
 
 __all__ = ["AttentionLMConfig", "AttentionLanguageModel"]
@@ -49,7 +48,7 @@ class AttentionLMConfig:
         return asdict(self)
 
 
-class AttentionLanguageModel(Module):
+class AttentionLanguageModel(CausalLM):
     """idx (B, T) ids, T <= context_length -> logits (B, T, vocab_size) for the next token."""
 
     def __init__(self, config: AttentionLMConfig, *, rng: np.random.Generator | None = None,
@@ -100,19 +99,6 @@ class AttentionLanguageModel(Module):
         """(B, T) ids -> (B, T, T) attention weights, row t = where position t looks."""
         with no_grad():
             return self.forward_with_weights(idx, need_weights=True)[1]  # type: ignore[return-value]
-
-    def window_nll(self, windows: np.ndarray) -> np.ndarray:
-        """Evaluator protocol: (B, L) ids -> (B, L - 1) NLL (nats) of windows[:, 1:]."""
-        windows = np.asarray(windows, dtype=np.int64)
-        was_training = self.training
-        self.eval()
-        try:
-            with no_grad():
-                logits = self.forward(windows[:, :-1])  # (B, L - 1, V)
-                logp = F.log_softmax(logits, dim=-1).data.astype(np.float64)
-        finally:
-            self.train(was_training)
-        return -np.take_along_axis(logp, windows[:, 1:, None], axis=-1)[..., 0]
 
     def extra_repr(self) -> str:
         c = self.config

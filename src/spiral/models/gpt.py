@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from spiral.autograd import Tensor, no_grad
+from spiral.models.base import CausalLM
 from spiral.nn import functional as F
 from spiral.nn import init
 from spiral.nn.layers import Dropout, Embedding, Linear
-from spiral.nn.module import Module, ModuleList, Parameter
+from spiral.nn.module import ModuleList, Parameter
 from spiral.nn.norm import LayerNorm
 from spiral.nn.positional import ENCODINGS, LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from spiral.nn.transformer import Block
@@ -93,7 +94,7 @@ def count_parameters(c: GPTConfig) -> int:
     return V * C + T * C + L * block + final + (0 if c.tie_weights else V * C)
 
 
-class GPT(Module):
+class GPT(CausalLM):
     """idx (B, T) token ids, T <= context_length -> logits (B, T, vocab_size).
 
     >>> m = GPT(GPTConfig(vocab_size=10, context_length=8, n_layers=1, n_heads=2, d_model=8),
@@ -193,19 +194,6 @@ class GPT(Module):
                 return self.hidden(idx, need_weights=True)[1]
         finally:
             self.train(was_training)
-
-    def window_nll(self, windows: np.ndarray) -> np.ndarray:
-        """Evaluator protocol: (B, L) ids -> (B, L - 1) NLL (nats) of windows[:, 1:]."""
-        windows = np.asarray(windows, dtype=np.int64)
-        was_training = self.training
-        self.eval()
-        try:
-            with no_grad():
-                logits = self.forward(windows[:, :-1])  # (B, L - 1, V)
-                logp = F.log_softmax(logits, dim=-1).data.astype(np.float64)
-        finally:
-            self.train(was_training)
-        return -np.take_along_axis(logp, windows[:, 1:, None], axis=-1)[..., 0]
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """nanoGPT's optimizer groups: decay every ≥ 2-D tensor (matrices AND embeddings),

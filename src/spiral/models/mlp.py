@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from spiral.autograd import Tensor, no_grad
-from spiral.nn import functional as F
+from spiral.autograd import Tensor
+from spiral.models.base import CausalLM
 from spiral.nn.activations import make_activation
 from spiral.nn.layers import Dropout, Embedding, Linear
-from spiral.nn.module import Module, ModuleList
+from spiral.nn.module import ModuleList
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class MLPConfig:
         return asdict(self)
 
 
-class MLPLanguageModel(Module):
+class MLPLanguageModel(CausalLM):
     """idx (B, T) int ids -> logits (B, T, vocab_size) for the token after each position."""
 
     def __init__(self, config: MLPConfig, *, rng: np.random.Generator | None = None,
@@ -97,20 +97,6 @@ class MLPLanguageModel(Module):
     def forward(self, idx: np.ndarray | Tensor) -> Tensor:
         ids = idx.data if isinstance(idx, Tensor) else idx
         return self.head(self.features(ids)[-1])  # (B, T, vocab_size)
-
-    def window_nll(self, windows: np.ndarray) -> np.ndarray:
-        """Evaluator protocol: (B, L) ids -> (B, L - 1) NLL (nats) of windows[:, 1:]."""
-        windows = np.asarray(windows, dtype=np.int64)
-        was_training = self.training
-        self.eval()
-        try:
-            with no_grad():
-                logits = self.forward(windows[:, :-1])  # (B, L - 1, V)
-                logp = F.log_softmax(logits, dim=-1).data.astype(np.float64)
-        finally:
-            self.train(was_training)
-        tgt = windows[:, 1:, None]  # (B, L - 1, 1)
-        return -np.take_along_axis(logp, tgt, axis=-1)[..., 0]
 
     def extra_repr(self) -> str:
         c = self.config
