@@ -121,7 +121,9 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         offset = {"relu": 9, "gelu": 0, "silu": -9}.get(name, 0)  # three lines meet at x = 4
         direct_label(a1, list(x), list(y), name, color=color, dy=offset)
         a2.plot(x, dy, color=color)
-        direct_label(a2, list(x), list(dy), name, color=color, dy=-6 if name == "relu" else 0)
+        # gelu and relu both end at 1.0, silu just above: spread the three labels apart
+        offset2 = {"silu": 4, "gelu": -5, "relu": -14}.get(name, 0)
+        direct_label(a2, list(x), list(dy), name, color=color, dy=offset2)
     a1.set_title("σ(x)", loc="left", fontsize=9)
     a2.set_title("σ′(x), by autograd", loc="left", fontsize=9)
     for ax in (a1, a2):

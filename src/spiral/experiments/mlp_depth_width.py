@@ -60,8 +60,9 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         x = [p[0] for p in pts]
         ax.plot(x, [p[1] for p in pts], marker="o", ms=3, color=color)
         ax.plot(x, [p[2] for p in pts], ls="--", lw=1.0, color=color, alpha=0.7)
+        # the 3-layer line passes just under the end of the 2-layer one: lift that label
         direct_label(ax, x, [p[1] for p in pts], f"{d} hidden layer{'s' if d > 1 else ''}",
-                     color=color)
+                     color=color, dy=8 if d == 2 else 0)
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("cross-entropy (nats per character)")
