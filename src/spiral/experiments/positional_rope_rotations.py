@@ -70,9 +70,19 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         t = np.linspace(0, 2 * np.pi, 200)
         ax.plot(np.cos(t), np.sin(t), color="#dddddd", lw=0.8)
         ax.scatter(c["x"], c["y"], s=np.linspace(4, 20, len(c["x"])), color=color, zorder=3)
-        for m in (0, 1, 2, len(c["x"]) - 1):
-            ax.annotate(str(m), (c["x"][m], c["y"][m]), xytext=(4, 2), textcoords="offset points",
-                        fontsize=7, color="#444444")
+        last = len(c["x"]) - 1
+        labelled: list[tuple[float, float]] = []
+        for m in (0, 1, 2, last):
+            xy = (c["x"][m], c["y"][m])
+            near = any(np.hypot(xy[0] - u, xy[1] - v) < 0.2 for u, v in labelled)
+            if near and m != last:
+                continue  # a neighbour's label already sits here
+            # labels sit radially outside the circle, clear of the dots; the last position
+            # goes inside when it lands on a point that is already labelled
+            r = (-1.0 if near else 1.0) * 9.0 / max(float(np.hypot(*xy)), 1e-9)
+            ax.annotate(str(m), xy, xytext=(r * xy[0], r * xy[1]), textcoords="offset points",
+                        fontsize=7, color="#444444", ha="center", va="center")
+            labelled.append(xy)
         ax.set_aspect("equal")
         ax.set_xlim(-1.4, 1.4)
         ax.set_ylim(-1.4, 1.4)
