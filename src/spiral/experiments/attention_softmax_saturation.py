@@ -105,7 +105,8 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         ax.set_xlabel("dimension d")
         ax.set_ylabel(label)
     axes[0].axhline(results["max_entropy"], color="#999999", lw=0.8, ls=":")
-    axes[0].annotate("log T (uniform)", (d[0], results["max_entropy"]), xytext=(0, 3),
+    axes[0].annotate(f"log {results['n_keys']} (uniform row)", (d[0], results["max_entropy"]),
+                     xytext=(0, 3),
                      textcoords="offset points", fontsize=7, color="#777777")
     return {"softmax_saturation": fig}
 
