@@ -107,7 +107,7 @@ def check(results: dict[str, Any]) -> None:
 
 EXPERIMENT = Experiment(
     name="transformer_names", stage=8, title="A small GPT on names vs Kneser–Ney",
-    quick=Config(seeds=(0,), n_layers=2, d_model=32, max_steps=1000, kn_orders=(3,),
+    quick=Config(seeds=(0,), n_layers=2, d_model=32, max_steps=600, kn_orders=(2,),
                  lr=1e-2),
     full=Config(),
     run=run, plot=plot, check=check,
