@@ -40,16 +40,16 @@ CHAR = 0  # the vocabulary "size" entry that stands for the character tokenizer
 
 @dataclass(frozen=True)
 class Config:
-    vocab_sizes: tuple[int, ...] = (CHAR, 256, 512, 1024, 2048)  # 0 = characters
+    vocab_sizes: tuple[int, ...] = (CHAR, 256, 512, 1024, 2048, 4096)  # 0 = characters
     seeds: tuple[int, ...] = (0, 1, 2)
     n_layers: int = 2
     n_heads: int = 4
     d_model: int = 64
     window_chars: int = 128   # W: characters of text per training window, for every vocab
     batch_size: int = 16
-    max_steps: int = 400
+    max_steps: int = 800
     lr: float = 5e-3
-    warmup_steps: int = 40
+    warmup_steps: int = 50
     max_train_chars: int = 0  # 0 = the whole split (quick variants truncate)
     max_val_chars: int = 0
 
@@ -202,6 +202,22 @@ def check(results: dict[str, Any]) -> None:
     ctx = [e["context_tokens"] for e in bpe]
     assert all(a >= b for a, b in zip(ctx, ctx[1:])), ctx
     assert ctx[0] > ctx[-1]
+    # the chapter's claim: at equal text per step and equal steps, every BPE vocabulary with
+    # merges ends below the character model by more than the seed spread of either
+    char = results["by_vocab"]["char"]["bits_per_char"]
+    for e in bpe:
+        if e["vocab_size"] > 256:
+            b = e["bits_per_char"]
+            assert b["mean"] + b["sd"] < char["mean"] - char["sd"], (e["name"], b, char)
+    # ... each doubling of a BPE vocabulary helps less than the one before
+    means = [e["bits_per_char"]["mean"] for e in bpe]
+    gains = [a - b for a, b in zip(means, means[1:])]
+    assert all(g > 0 for g in gains) and all(a > b for a, b in zip(gains, gains[1:])), gains
+    # ... and characters and plain bytes (the same segmentation of ASCII text) agree within
+    # the seed spread (only meaningful with several seeds)
+    byte = results["by_vocab"].get("256", {}).get("bits_per_char")
+    if byte is not None and char["n"] >= 3:
+        assert abs(byte["mean"] - char["mean"]) < byte["sd"] + char["sd"], (byte, char)
     # the embedding's share of the parameters grows with the vocabulary
     share = [e["embedding_share"] for e in bpe]
     assert all(a < b for a, b in zip(share, share[1:])), share
