@@ -170,16 +170,18 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     ctx = [e["context_tokens"] for e in sweep]
     step = [1e3 * e["s_per_step"]["mean"] for e in sweep]
     ax2.plot(xs, ctx, color=PALETTE[2], marker="o", ms=3, lw=1)
-    ax2.annotate("tokens per window", xy=(xs[-1], ctx[-1]), xytext=(-10, 8),
-                 textcoords="offset points", ha="right", fontsize=8, color=PALETTE[2])
+    k = min(1, len(xs) - 1)
+    ax2.annotate("tokens per window", xy=(xs[k], ctx[k]), xytext=(4, 6),
+                 textcoords="offset points", fontsize=8, color=PALETTE[2])
     ax2.set_xscale("log", base=2)
     ax2.set_xlabel("vocabulary size")
     ax2.set_ylabel("tokens per training window", color=PALETTE[2])
     ax2.set_ylim(0, max(ctx) * 1.15)
     ax3 = ax2.twinx()
     ax3.plot(xs, step, color=PALETTE[4], marker="s", ms=3, lw=1, ls="--")
-    ax3.annotate("ms per step", xy=(xs[-1], step[-1]), xytext=(-10, -12),
-                 textcoords="offset points", ha="right", fontsize=8, color=PALETTE[4])
+    k = min(2, len(xs) - 1)
+    ax3.annotate("ms per step", xy=(xs[k], step[k]), xytext=(4, -14),
+                 textcoords="offset points", fontsize=8, color=PALETTE[4])
     ax3.set_ylim(0, max(step) * 1.15)
     ax3.set_ylabel("ms per training step", color=PALETTE[4])
     ax2.set_title(f"same {results['chars_per_step']:,} characters per step", fontsize=9)
