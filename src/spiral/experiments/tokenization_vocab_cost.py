@@ -19,7 +19,7 @@ measured minimum. Also measured: how
 many training occurrences each token gets (rare tokens get few gradient updates).
 
 The trained-model half of this trade-off (bits per character of small GPTs at several
-vocab sizes) needs stage 8's GPT and is not part of this experiment.
+vocab sizes) is the experiment ``tokenization_vocab_training``.
 
 Chapter: stage 10, "Tokenization" (section *What the vocabulary costs*).
 """
