@@ -46,7 +46,7 @@ class UniformModel:
 class Rung:
     label: str
     stage: int
-    build: Callable[[str, int, np.random.Generator], Any]  # (train text, |V|, rng) -> model
+    build: Callable[..., Any]  # (train text, |V|, rng[, corpus=]) -> a trained model
 
 
 def _ngram(order: int, smoothing: str, **kw: Any) -> Callable[..., Any]:
@@ -66,6 +66,19 @@ def _mlp(quick: bool) -> Callable[..., Any]:
         # the stage-4 default recipe; --quick trains it briefly (a smoke rung, not a result)
         over = {"max_steps": 300, "eval_interval": 300} if quick else None
         return fit_text(train, rng, train_overrides=over)
+
+    return build
+
+
+def _gpt(quick: bool) -> Callable[..., Any]:
+    def build(train: str, vocab_size: int, rng: np.random.Generator, corpus: str = "") -> Any:
+        from spiral.experiments.transformer_recipe import train_gpt
+
+        # nanoGPT's "baby" CPU recipe (stage 8); --quick trains it briefly (a smoke rung)
+        over = {"max_steps": 40, "eval_interval": 40, "warmup_steps": 10} if quick else None
+        seed = int(rng.integers(1 << 31))
+        return train_gpt(corpus, preset="baby", seed=seed, train_overrides=over,
+                         progress=False)["model"]
 
     return build
 
@@ -92,6 +105,12 @@ def ladder(quick: bool) -> list[Rung]:
     except ModuleNotFoundError:
         return rungs
     rungs.append(Rung("MLP (stage 4 recipe)" + (", 300 steps" if quick else ""), 4, _mlp(quick)))
+    try:
+        import spiral.experiments.transformer_recipe  # noqa: F401
+    except ModuleNotFoundError:
+        return rungs
+    rungs.append(Rung("GPT baby (stage 8 recipe)" + (", 40 steps" if quick else ""), 8,
+                      _gpt(quick)))
     return rungs
 
 
@@ -141,7 +160,10 @@ def run_tour(quick: bool = False, out: Path | None = None, seed: int = 0) -> dic
         for rung in rungs:
             rng = np.random.default_rng(seed)
             t0 = time.perf_counter()
-            model = rung.build(splits.train, tok.vocab_size, rng)
+            if rung.stage == 8:  # the GPT recipe reads the corpus's fixed split itself
+                model = rung.build(splits.train, tok.vocab_size, rng, corpus=corpus)
+            else:
+                model = rung.build(splits.train, tok.vocab_size, rng)
             train_s = time.perf_counter() - t0
             res = evaluate(model, val_ids)
             sample = _sample(model, tok, rng, 80 if corpus == "shakespeare" else 60)
