@@ -28,6 +28,22 @@ def corpora_available() -> bool:
     return True
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Torch, when a test uses it as the oracle, runs on one thread: on a shared two-core
+    machine a second thread mostly waits for a busy core on these tiny ops."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -18,14 +18,6 @@ torch = pytest.importorskip("torch")
 torch_gpt = pytest.importorskip("benchmarks.torch_gpt")
 pytestmark = pytest.mark.stage8
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny ops: a second torch thread only waits for a busy core (30x slower measured)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 TINY = GPTConfig(vocab_size=11, context_length=8, n_layers=2, n_heads=2, d_model=8)
 

@@ -15,15 +15,6 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.stage8
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny ops: a second torch thread only waits for a busy core (30x slower measured)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _torch_mha(mha: MultiHeadAttention, bias: bool) -> torch.nn.MultiheadAttention:
     """torch.nn.MultiheadAttention with our weights: in_proj is [W_Q; W_K; W_V], as ours."""
     ref = torch.nn.MultiheadAttention(mha.d_model, mha.n_heads, bias=bias, batch_first=True,
