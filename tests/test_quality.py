@@ -81,3 +81,41 @@ def test_tour_quick_writes_a_report(tmp_path, capsys):
         # every model beats the uniform rung on the same validation split
         uniform = sub["uniform over the vocabulary"]["val_nats"]
         assert all(r["val_nats"] < uniform for m, r in sub.items() if m != "uniform over the vocabulary")
+
+
+# Third-party modules the library may import without declaring them as runtime dependencies:
+# optional accelerators with a fallback, and book tooling that only the docs extra uses.
+OPTIONAL_IMPORTS = {
+    "scipy": "src/spiral/nn/kernels.py",          # fast erf; falls back to math.erf
+    "yaml": "src/spiral/coverage.py",             # coverage maps (docs extra)
+    "markdown": "src/spiral/coverage.py",         # heading slugs (docs extra)
+    "mkdocs": "src/spiral/book.py",
+}
+
+
+def test_library_imports_only_declared_runtime_dependencies():
+    import ast
+    import sys
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = {re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower().replace("-", "_") for d in deps}
+    stdlib = set(sys.stdlib_module_names)
+    for path in sorted((ROOT / "src" / "spiral").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in stdlib or top == "spiral" or top in declared:
+                    continue
+                rel = str(path.relative_to(ROOT))
+                assert OPTIONAL_IMPORTS.get(top) == rel, (
+                    f"{rel} imports {top!r}, which is not a runtime dependency in pyproject.toml"
+                )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-from cycler import cycler
+from matplotlib.rcsetup import cycler
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
