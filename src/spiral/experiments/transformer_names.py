@@ -17,7 +17,6 @@ depends on its seed only. Chapter: stage 8, "Names".
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -132,7 +131,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
             for T in sorted(set(config.windows) | set(config.kn_windows))}
 
     jobs = [{"config": asdict(config), "seed": seed} for seed in config.seeds]
-    workers = max(1, min(config.workers, len(jobs), os.cpu_count() or 1))
+    workers = max(1, min(config.workers, len(jobs)))
     if workers == 1:
         runs = [_train_seed(j) for j in jobs]
     else:
