@@ -59,7 +59,8 @@ def cut_fraction(names: list[str], T: int) -> float:
 
 
 def _train_seed(job: dict[str, Any]) -> dict[str, Any]:
-    """One seed: train on the fixed split, score validation at every window and test once."""
+    """One seed: train on the fixed split, score validation at every window and test once
+    (``job["score_test"] = False`` for a tuning trial, which must not look at test)."""
     from threadpoolctl import threadpool_limits
 
     from spiral import data
@@ -89,7 +90,7 @@ def _train_seed(job: dict[str, Any]) -> dict[str, Any]:
             model.context_length = T
             by_window[str(T)] = evaluate(model, va).nats
         model.context_length = c.context_length
-        test = evaluate(model, te).nats
+        test = evaluate(model, te).nats if job.get("score_test", True) else float("nan")
     return {"seed": seed, "val": state.history[-1]["val_loss"], "test": test,
             "train_loss": state.history[-1]["train_loss"], "val_by_window": by_window,
             "n_parameters": model.num_parameters()}
@@ -156,10 +157,10 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                  f"{gpt_val['mean']:.3f} ± {gpt_val['sd']:.3f}",
                  f"{gpt_test['mean']:.3f} ± {gpt_test['sd']:.3f}"])
     win_rows = []
-    for T in sorted(cuts, key=int):
-        g = gpt_by_window.get(T)
-        k = kn_by_window.get(T)
-        win_rows.append([T, f"{cuts[T]:.3f}", "—" if g is None else f"{g:.3f}",
+    for w in sorted(cuts, key=int):
+        g = gpt_by_window.get(w)
+        k = kn_by_window.get(w)
+        win_rows.append([int(w), f"{cuts[w]:.3f}", "—" if g is None else f"{g:.3f}",
                          "—" if k is None else f"{k:.3f}"])
     return {"kn": {str(n): v for n, v in kn.items()}, "kn_best_order": best,
             "kn_best_test": kn[best]["test"], "gpt_test": gpt_test, "gpt_val": gpt_val,
@@ -233,3 +234,29 @@ EXPERIMENT = Experiment(
     summary=lambda r: [("GPT test", f"{r['gpt_test']['mean']:.3f}"),
                        ("best KN test", f"{r['kn_best_test']:.3f}")],
 )
+
+
+def trial(argv: list[str] | None = None) -> dict[str, Any]:
+    """A one-seed tuning trial on validation only, e.g.
+    ``python -m spiral.experiments.transformer_names d_model=128 dropout=0.2 max_steps=6000``
+    (``key=value`` overrides of the full :class:`Config`; prints validation losses)."""
+    import json
+    import sys
+
+    fields = {f: type(v) for f, v in asdict(Config()).items() if not isinstance(v, tuple)}
+    overrides: dict[str, Any] = {}
+    for kv in sys.argv[1:] if argv is None else argv:
+        key, _, value = kv.partition("=")
+        if key not in fields:
+            raise SystemExit(f"unknown field {key!r}; choose from {sorted(fields)}")
+        overrides[key] = fields[key](value)
+    config = asdict(Config())
+    config.update(overrides, seeds=(0,), windows=(config["context_length"],))
+    res = _train_seed({"config": config, "seed": 0, "score_test": False})
+    out = {"overrides": overrides, "val": res["val"], "train_loss": res["train_loss"]}
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    trial()
