@@ -170,6 +170,57 @@ def quality(seeds: list[int]) -> None:
         })
 
 
+def paired(seeds: list[int]) -> None:
+    """The baby recipe on both engines from the SAME initial weights on the SAME batches, per
+    seed; both scored by our evaluator on the whole validation split. The per-seed
+    difference isolates the engine from the draw of weights and batches."""
+    from benchmarks.torch_gpt import copy_to_spiral, train_torch
+    from spiral.evaluate import evaluate
+    from spiral.experiments.framework import mean_sd
+    from spiral.experiments.transformer_recipe import BETAS, RECIPES
+    from spiral.optim import AdamW
+    from spiral.train import TrainConfig, train
+
+    tune_malloc()
+    torch.set_num_threads(1)
+    splits = data.get_splits("shakespeare")
+    tok = CharTokenizer.from_text(splits.train)
+    train_ids, val_ids = tok.encode_array(splits.train), tok.encode_array(splits.val)
+    cfg = GPTConfig.preset("baby", tok.vocab_size)
+    r = RECIPES["baby"]
+    runs = []
+    for seed in seeds:
+        start = GPT(cfg, rng=np.random.default_rng(seed))
+        init = {k: v.copy() for k, v in start.state_dict().items()}
+        ours = GPT(cfg, rng=np.random.default_rng(seed))
+        tcfg = TrainConfig(seed=seed, progress=False, **{**r, "eval_interval": r["max_steps"]})
+        opt = AdamW(ours.param_groups(tcfg.weight_decay), lr=tcfg.lr, betas=BETAS)
+        state = train(ours, opt, train_ids, val_ids, tcfg, np.random.default_rng(seed + 100))
+        peer, _ = train_torch(cfg, train_ids, np.random.default_rng(seed + 100),
+                              max_steps=r["max_steps"], batch_size=r["batch_size"], lr=r["lr"],
+                              min_lr=r["lr"] * r["min_lr_ratio"], warmup=r["warmup_steps"],
+                              grad_clip=r["grad_clip"], seed=seed, init_from=start)
+        assert all(np.array_equal(init[k], v) for k, v in start.state_dict().items())
+        scored = GPT(cfg, rng=np.random.default_rng(0))
+        copy_to_spiral(peer, scored)
+        rec = {"seed": seed, "spiral": state.history[-1]["val_loss"],
+               "torch": evaluate(scored, val_ids).nats}
+        rec["difference"] = rec["spiral"] - rec["torch"]
+        runs.append(rec)
+        print(rec, flush=True)
+    diff = mean_sd([x["difference"] for x in runs])
+    save("gpt_quality_paired", {
+        "config": {"preset": "baby", "recipe": r, "betas": list(BETAS), "seeds": seeds,
+                   "pairing": "same initial weights (ours, seed) and same batch stream"},
+        "runs": runs, "difference": diff,
+        "spiral": mean_sd([x["spiral"] for x in runs]),
+        "torch": mean_sd([x["torch"] for x in runs]),
+        "table": {"columns": ["seed", "ours", "PyTorch", "ours − PyTorch"],
+                  "rows": [[x["seed"], f"{x['spiral']:.4f}", f"{x['torch']:.4f}",
+                            f"{x['difference']:+.4f}"] for x in runs]},
+    })
+
+
 def small_cost(iters: int) -> None:
     """ms per iteration of the ``small`` preset (nanoGPT's shakespeare-char config: batch 64,
     context 256, dropout 0.2) on both engines, one thread, and what its 5000 iterations and
@@ -265,6 +316,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--quality", type=int, nargs="*", default=None, metavar="SEED",
                     help="instead of timing: train both with the recipe for these seeds")
+    ap.add_argument("--paired", type=int, nargs="+", default=None, metavar="SEED",
+                    help="instead of timing: both engines from the same weights and batches")
     ap.add_argument("--small", type=int, default=0, metavar="ITERS",
                     help="instead of timing baby: time ITERS iterations of the small preset")
     ap.add_argument("--estimate", nargs="+", default=None, metavar="RUN_DIR",
@@ -272,6 +325,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.estimate:
         estimate_spread(args.estimate)
+        return
+    if args.paired:
+        paired(args.paired)
         return
     if args.small:
         small_cost(args.small)
