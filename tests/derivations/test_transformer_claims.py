@@ -118,3 +118,32 @@ def test_tied_head_gradient_is_the_sum_of_both_uses() -> None:
     head = Tensor(m.tok_emb.weight.data.copy(), requires_grad=True)
     F.cross_entropy(F.linear(h, head), y).backward()
     np.testing.assert_allclose(tied, m.tok_emb.weight.grad + head.grad, rtol=1e-10)
+
+
+def test_cut_fraction_matches_the_evaluators_windows() -> None:
+    """Names section: averaged over the T alignments of the window grid, the fraction of
+    targets whose name began before their window is E[min(k, T)] / T, and k̄ / T once T
+    exceeds every name. Counted here on the evaluator's own windows (``windows_of``)."""
+    from spiral.evaluate import windows_of
+    from spiral.experiments.transformer_names import cut_fraction
+
+    rng = np.random.default_rng(0)
+    names = ["x" * int(n) for n in rng.integers(1, 12, 400)]
+    offset = [0]  # the stream's leading newline (never a target)
+    for n in names:
+        offset += list(range(len(n) + 1))  # letters at offsets 0..n-1, the closing newline at n
+    k = np.array(offset)  # a target at window position j is cut when j <= k
+    for T in (4, 8, 16, 32):
+        cut = total = 0
+        for shift in range(T):  # every alignment of the grid, as a random order implies
+            idx = np.arange(shift, len(k))
+            for block in windows_of(idx, T):
+                for row in block:
+                    for j in range(1, len(row)):
+                        t = row[j]
+                        total += 1
+                        cut += j <= k[t]
+        assert cut / total == pytest.approx(cut_fraction(names, T), rel=0.01)
+    kbar = sum(len(n) * (len(n) + 1) / 2 for n in names) / sum(len(n) + 1 for n in names)
+    assert cut_fraction(names, 32) == pytest.approx(kbar / 32, rel=1e-12)
+    assert cut_fraction(names, 4) < kbar / 4  # capped: a target is cut at most once
