@@ -213,7 +213,7 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
                          fontsize=7, color=color)
     ax2.set_xlabel("fraction of targets whose name began before the window")
     ax2.set_ylabel("validation loss (nats/char)")
-    ax2.legend(fontsize=7, loc="upper left")
+    ax2.legend(fontsize=7, loc="lower right")
     return {"names_test": fig, "names_window_cuts": fig2}
 
 
