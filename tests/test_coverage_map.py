@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from spiral.coverage import check_map, heading_anchors, seed_items
+from spiral.coverage import check_map, heading_anchors, plan_text, seed_items
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = ROOT.parent / "shared" / "seed" / "stages-01-10.md"
 MAPS = sorted((ROOT / "docs" / "coverage").glob("stage-*.yaml"))
 
 
@@ -25,8 +24,7 @@ def _stage(path: Path) -> int:
 )
 def test_coverage_map_is_sound_and_complete(path):
     stage = _stage(path)
-    seed = SEED.read_text(encoding="utf-8") if SEED.is_file() and stage <= 10 else None
-    problems = check_map(ROOT, stage, seed)
+    problems = check_map(ROOT, stage, plan_text(stage))
     assert not problems, "\n".join(problems)
 
 
@@ -41,8 +39,29 @@ def test_every_written_chapter_has_a_coverage_map():
 def test_anchor_and_seed_parsers():
     md = "# The chain rule\n## MLE is counting {#mle}\n```\n# not a heading\n```\n### $p$ and `q`\n"
     assert heading_anchors(md) == {"the-chain-rule", "mle", "p-and-q"}
-    if SEED.is_file():
-        items = seed_items(SEED.read_text(encoding="utf-8"), 1)
+    items = seed_items(plan_text(1), 1)
+    kinds = {i.kind for i in items}
+    assert kinds == {"objective", "concept", "derivation", "visualization", "tradeoff"}
+    assert any(i.text == "Chain Rule of Probability" for i in items)
+
+
+@pytest.mark.foundation
+def test_compact_plan_of_stages_11_to_18_is_parsed_into_items():
+    for stage in range(11, 19):
+        items = seed_items(plan_text(stage), stage)
         kinds = {i.kind for i in items}
-        assert kinds == {"objective", "concept", "derivation", "visualization", "tradeoff"}
-        assert any(i.text == "Chain Rule of Probability" for i in items)
+        assert {"objective", "derivation", "code", "visualization"} <= kinds, stage
+        assert all(i.text and not i.text.startswith(("and ", ",", ";")) for i in items)
+    texts = [i.text for i in seed_items(plan_text(11), 11)]
+    assert "a largest-batch finder" in texts
+    assert "training vs inference memory" in texts
+
+
+@pytest.mark.foundation
+def test_the_shipped_plan_matches_the_shared_one_when_present():
+    """The repository ships its own copy of the plan; keep it in step with the shared one."""
+    shared = ROOT.parent / "shared" / "seed"
+    for name in ("stages-01-10.md", "stages-11-18.md"):
+        if (shared / name).is_file():
+            assert (shared / name).read_text(encoding="utf-8") == \
+                (ROOT / "docs" / "coverage" / "plan" / name).read_text(encoding="utf-8")

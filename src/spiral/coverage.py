@@ -2,7 +2,7 @@
 that proves it.
 
 ``docs/coverage/stage-NN.yaml`` lists items ``{kind, item, seed, section, test}``.
-:func:`seed_items` reads the plan (``../shared/seed/stages-01-10.md``) and returns what a
+:func:`seed_items` reads the plan (shipped as ``docs/coverage/plan/``) and returns what a
 stage must cover: its learning objectives, key concepts, derivations, visualizations and
 trade-offs. :func:`check_map` reports every seed item without an entry and every section
 anchor or test that does not exist.
@@ -31,12 +31,65 @@ def _norm(s: str) -> str:
     return re.sub(r"\s+", " ", s.replace("*", "").replace("`", "")).strip().lower()
 
 
+PLAN_DIR = Path(__file__).resolve().parents[2] / "docs" / "coverage" / "plan"
+
+# Stages 11-18 are planned in a compact form: one bullet per kind of item.
+_COMPACT_KINDS = {
+    "learn": "objective",
+    "derive": "derivation",
+    "build": "code",
+    "measure and plot": "visualization",
+    "trade-offs": "tradeoff",
+}
+
+
+def plan_text(stage: int, plan_dir: Path | None = None) -> str:
+    """The plan file that describes ``stage`` (shipped in ``docs/coverage/plan/``)."""
+    folder = PLAN_DIR if plan_dir is None else plan_dir
+    name = "stages-01-10.md" if stage <= 10 else "stages-11-18.md"
+    return (folder / name).read_text(encoding="utf-8")
+
+
 def stage_section(seed_text: str, stage: int) -> str:
     m = re.search(rf"^## Stage {stage}:.*?$(.*?)(?=^## Stage \d+:|^# SPIRAL|\Z)", seed_text,
                   re.M | re.S)
     if not m:
-        raise ValueError(f"stage {stage} not found in the seed")
+        m = re.search(rf"^### Stage {stage} \S.*?$(.*?)(?=^##|\Z)", seed_text, re.M | re.S)
+    if not m:
+        raise ValueError(f"stage {stage} not found in the plan")
     return m.group(1)
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split a plan bullet into items at ';' (or, without any, at ',') outside brackets."""
+    sep = ";" if ";" in re.sub(r"\([^)]*\)", "", text) else ","
+    parts: list[str] = []
+    depth, start = 0, 0
+    for i, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    out = []
+    for part in parts:
+        part = re.sub(r"^\s*(and|or)\s+", "", part.strip()).rstrip(". ").strip()
+        if part:
+            out.append(part)
+    return out
+
+
+def _compact_items(section: str) -> list[SeedItem]:
+    """Items of a stage planned as ``- Learn: ...`` / ``- Derive: ...`` bullets."""
+    items: list[SeedItem] = []
+    for m in re.finditer(r"^- ([A-Za-z -]+?):\s*(.*?)(?=^- |\Z)", section, re.M | re.S):
+        kind = _COMPACT_KINDS.get(m.group(1).strip().lower())
+        if kind is None:
+            continue
+        body = re.sub(r"\s+", " ", m.group(2)).strip()
+        items.extend(SeedItem(kind, t) for t in _split_top_level(body))
+    return items
 
 
 def _subsection(section: str, title: str) -> str:
@@ -64,6 +117,8 @@ def _table_first_cells(text: str) -> list[str]:
 def seed_items(seed_text: str, stage: int) -> list[SeedItem]:
     """The items of one stage of the seed that a coverage map must account for."""
     sec = stage_section(seed_text, stage)
+    if stage > 10:
+        return _compact_items(sec)
     items: list[SeedItem] = []
     for line in _subsection(sec, "Learning Objectives").splitlines():
         if line.startswith("- "):
@@ -159,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m spiral.coverage STAGE [SEED_FILE]")
         return 2
     stage = int(args[0])
-    seed = Path(args[1]) if len(args) > 1 else Path("../shared/seed/stages-01-10.md")
-    for s in seed_items(seed.read_text(encoding="utf-8"), stage):
+    text = Path(args[1]).read_text(encoding="utf-8") if len(args) > 1 else plan_text(stage)
+    for s in seed_items(text, stage):
         print(f"{s.kind:13s} {s.text}")
     return 0
 
