@@ -42,6 +42,7 @@ _DEFAULT_FLOAT = xp.dtype(xp.float32)
 # Dtypes that may require gradients; stage 12 adds bfloat16 via ``register_float_dtype``.
 _FLOAT_DTYPES: set[Any] = {xp.dtype(xp.float16), xp.dtype(xp.float32), xp.dtype(xp.float64)}
 _HOOKS = _hooks._HOOKS
+_GRAD_HOOKS = _hooks._GRAD_HOOKS
 _grad_enabled = True
 
 
@@ -279,6 +280,8 @@ def _run_backward(root: TensorBase, gradient: Any, retain_graph: bool) -> None:
                     node.grad = g if fresh else g.copy()
                 else:
                     node.grad = node.grad + g
+                if _GRAD_HOOKS:  # stage 13: the leaf's gradient is final
+                    _hooks.run_grad_hooks(node)
             continue
         parents = node._parents
         if not retain_graph:

@@ -75,3 +75,43 @@ def notify_alloc(tensor: Any, shared: bool = False) -> None:
     for hook in tuple(_HOOKS):
         hook("alloc", nbytes, tensor_id)
     weakref.finalize(tensor, _notify_free, nbytes, tensor_id)
+
+
+# --------------------------------------------------------------------------- gradient hooks
+# Stage 13: a hook run when a leaf's gradient is final during backward (PyTorch's
+# ``register_post_accumulate_grad_hook``), so data parallelism can start all-reducing a
+# bucket of gradients while the rest of the backward pass still runs. Keyed by id(tensor);
+# the engine tests ``if _GRAD_HOOKS:`` once per leaf.
+GradHook = Callable[[Any], None]
+_GRAD_HOOKS: dict[int, list[GradHook]] = {}
+
+
+class GradHookHandle:
+    """Returned by :func:`register_post_accumulate_grad_hook`; ``remove()`` unregisters."""
+
+    __slots__ = ("_key", "_hook")
+
+    def __init__(self, key: int, hook: GradHook) -> None:
+        self._key, self._hook = key, hook
+
+    def remove(self) -> None:
+        """Stop calling the hook (idempotent)."""
+        hooks = _GRAD_HOOKS.get(self._key, [])
+        if self._hook in hooks:
+            hooks.remove(self._hook)
+        if not hooks:
+            _GRAD_HOOKS.pop(self._key, None)
+
+
+def register_post_accumulate_grad_hook(tensor: Any, hook: GradHook) -> GradHookHandle:
+    """Call ``hook(tensor)`` each time backward has finished accumulating ``tensor.grad``."""
+    key = id(tensor)
+    _GRAD_HOOKS.setdefault(key, []).append(hook)
+    weakref.finalize(tensor, _GRAD_HOOKS.pop, key, None)
+    return GradHookHandle(key, hook)
+
+
+def run_grad_hooks(tensor: Any) -> None:
+    """Called by the engine once a leaf's gradient is final."""
+    for hook in tuple(_GRAD_HOOKS.get(id(tensor), ())):
+        hook(tensor)

@@ -216,6 +216,10 @@ class Tensor(ArithmeticOps, ElementwiseOps, ReductionOps, ShapeOps):
             raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
         self._retain = True
 
+    def register_post_accumulate_grad_hook(self, hook: Any) -> Any:
+        """Call ``hook(self)`` once backward has accumulated this leaf's ``.grad`` (stage 13)."""
+        return _hooks.register_post_accumulate_grad_hook(self, hook)
+
     def zero_(self) -> Tensor:
         """Fill the data with zeros in place; returns self."""
         self.data[...] = 0

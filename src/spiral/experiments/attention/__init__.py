@@ -1,0 +1,1 @@
+"""Experiments on attention from first principles (stage 7)."""

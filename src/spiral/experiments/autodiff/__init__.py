@@ -1,0 +1,1 @@
+"""Experiments on automatic differentiation: graphs, modes, memory (stage 2)."""

@@ -1,0 +1,1 @@
+"""Experiments on backpropagation by hand and the fused ops (stage 3)."""

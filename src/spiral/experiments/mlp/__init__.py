@@ -1,0 +1,1 @@
+"""Experiments on the MLP language model (stage 4)."""

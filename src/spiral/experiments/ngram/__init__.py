@@ -1,0 +1,1 @@
+"""Experiments on n-gram language models, corpora and compression (stage 1)."""

@@ -1,0 +1,1 @@
+"""Experiments on optimizers and their dynamics (stage 5)."""

@@ -1,0 +1,1 @@
+"""Experiments on positional information (stage 9)."""

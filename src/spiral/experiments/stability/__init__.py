@@ -1,0 +1,1 @@
+"""Experiments on initialization and normalization (stage 6)."""

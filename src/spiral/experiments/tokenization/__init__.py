@@ -1,0 +1,1 @@
+"""Experiments on tokenization (stage 10)."""

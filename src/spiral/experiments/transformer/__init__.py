@@ -1,0 +1,1 @@
+"""Experiments on multi-head attention and the transformer (stage 8)."""
