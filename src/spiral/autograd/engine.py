@@ -267,6 +267,8 @@ def _run_backward(root: TensorBase, gradient: Any, retain_graph: bool) -> None:
             if type(g) is _SliceGrad:
                 g = g.materialize()
                 owned.add(id(g))
+                if _HOOKS:  # stage 11: the profiler sees gradient arrays, not only Tensors
+                    _hooks.notify_grads(node, (g,))
             fresh = id(g) in owned
             owned.discard(id(g))
         backward = node._backward
@@ -280,6 +282,8 @@ def _run_backward(root: TensorBase, gradient: Any, retain_graph: bool) -> None:
                     node.grad = g if fresh else g.copy()
                 else:
                     node.grad = node.grad + g
+                if _HOOKS:
+                    _hooks.notify_grads(node, (node.grad,))
                 if _GRAD_HOOKS:  # stage 13: the leaf's gradient is final
                     _hooks.run_grad_hooks(node)
             continue
@@ -291,7 +295,10 @@ def _run_backward(root: TensorBase, gradient: Any, retain_graph: bool) -> None:
             continue
         if node._retain:
             node.grad = g.astype(node.data.dtype, copy=True)
-        for p, pg in zip(parents, backward(g)):
+        pgs = backward(g)
+        if _HOOKS:
+            _hooks.notify_grads(node, pgs)
+        for p, pg in zip(parents, pgs):
             if pg is None or not p.requires_grad:
                 continue
             k = id(p)
@@ -321,3 +328,5 @@ def _run_backward(root: TensorBase, gradient: Any, retain_graph: bool) -> None:
                 prev = prev + pg
             owned.add(id(prev))
             grads[k] = prev
+            if _HOOKS:
+                _hooks.notify_grads(p, (prev,))

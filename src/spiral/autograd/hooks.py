@@ -12,6 +12,11 @@ summing ``alloc`` minus ``free`` gives live bytes without double counting.
 
 Cost: when no hook is registered, tensor creation pays one truthiness test of a list.
 
+Stage 11: a hook object may also define ``on_tensor(tensor)`` (called with each new tensor,
+so a profiler can tag its array by op and role) and ``on_grads(node, arrays)`` (called by
+the backward sweep with the gradient arrays it allocates, which are plain arrays, not
+Tensors). Plain functions need neither.
+
 Chapter: stage 2 (memory cost of stored activations); used by stage 11.
 """
 
@@ -74,7 +79,18 @@ def notify_alloc(tensor: Any, shared: bool = False) -> None:
     tensor_id = id(tensor)
     for hook in tuple(_HOOKS):
         hook("alloc", nbytes, tensor_id)
+        on_tensor = getattr(hook, "on_tensor", None)
+        if on_tensor is not None:
+            on_tensor(tensor)
     weakref.finalize(tensor, _notify_free, nbytes, tensor_id)
+
+
+def notify_grads(node: Any, arrays: Any) -> None:
+    """Report gradient arrays the backward sweep allocated while processing ``node``."""
+    for hook in tuple(_HOOKS):
+        on_grads = getattr(hook, "on_grads", None)
+        if on_grads is not None:
+            on_grads(node, arrays)
 
 
 # --------------------------------------------------------------------------- gradient hooks
