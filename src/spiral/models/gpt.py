@@ -12,6 +12,15 @@ vocab_size·d_model parameters, not half the model. The parameter count in close
     N = V·C + T·C + L·[(4 + 2e)·C² + (2 + 2b)·C + b·(3C + C + eC + C)] + (1 + b)·C
         + (0 if tied else V·C)
 
+Stage 14 makes the same class the Llama family's model (Touvron et al., 2023) by switches:
+``norm_type="rmsnorm"`` (ν = C per norm, no bias), ``ffn_type="swiglu"`` (3·C·h per layer,
+h from :func:`spiral.nn.ffn.swiglu_hidden`), ``positional="rope_halves"`` (no T·C table;
+the split-halves pairing of Llama / Hugging Face code, ``rope_theta`` its base) and
+``n_kv_heads`` = Hkv (the K and V projections shrink to Hkv·hd rows each, so attention has
+2C² + 2·C·Hkv·hd weights). :func:`count_parameters` covers every combination; the presets
+``gpt2-baby`` (= ``baby``, stage 8's model) and ``llama-baby`` (its Llama-style twin, its
+SwiGLU width set so the two counts differ by less than 3·C·L/2) are the chapter's pair.
+
 Initialization follows GPT-2 / nanoGPT: every weight ~ N(0, 0.02), biases 0, and the two
 projections that write into the residual stream (attention output, FFN second layer) ~
 N(0, 0.02/√(2·n_layers)), so the stream's variance does not grow with depth.
@@ -30,13 +39,16 @@ from spiral.autograd import Tensor, no_grad
 from spiral.models.base import CausalLM
 from spiral.nn import functional as F
 from spiral.nn import init
+from spiral.nn.ffn import FFN_TYPES, swiglu_hidden
 from spiral.nn.layers import Dropout, Embedding, Linear
-from spiral.nn.module import ModuleList, Parameter
-from spiral.nn.norm import LayerNorm
+from spiral.nn.module import Module, ModuleList, Parameter
 from spiral.nn.positional import ENCODINGS, LearnedPositionalEmbedding, SinusoidalPositionalEncoding
-from spiral.nn.transformer import Block
+from spiral.nn.transformer import NORM_TYPES, Block, make_block_norm
 
 __all__ = ["GPTConfig", "GPT", "PRESETS", "count_parameters"]
+
+# the projections that write into the residual stream (GELU MLP: proj; SwiGLU: w2 = down)
+RESIDUAL_PROJECTIONS = ("out_proj.weight", "ffn.proj.weight", "ffn.w2.weight")
 
 
 @dataclass(frozen=True)
@@ -58,10 +70,31 @@ class GPTConfig:
     ffn: bool = True
     init_std: float = 0.02
     positional: str = "learned"  # stage 9: learned|sinusoidal|rope|rope_halves|alibi|none
+    # stage 14: the Llama family's switches (defaults = GPT-2 as in stage 8)
+    norm_type: str = "layernorm"    # layernorm | rmsnorm
+    norm_eps: float = 1e-5
+    ffn_type: str = "gelu"          # gelu | swiglu
+    gelu_approximate: str = "none"  # none (exact erf) | tanh (GPT-2's checkpoints)
+    ffn_hidden: int | None = None   # explicit FFN width; None: e·C (gelu), swiglu_hidden (swiglu)
+    ffn_multiple_of: int = 8        # SwiGLU width rounded to the nearest multiple of this
+    n_kv_heads: int | None = None   # None = n_heads (MHA); 1 = MQA; in between = GQA
+    rope_theta: float = 10000.0     # RoPE base θ
+
+    def __post_init__(self) -> None:
+        if self.norm_type not in NORM_TYPES:
+            raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {self.norm_type!r}")
+        if self.ffn_type not in FFN_TYPES:
+            raise ValueError(f"ffn_type must be one of {FFN_TYPES}, got {self.ffn_type!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by "
+                             f"n_heads={self.n_heads}")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not a multiple of "
+                             f"n_kv_heads={self.n_kv_heads}")
 
     @classmethod
     def preset(cls, name: str, vocab_size: int, **overrides: Any) -> GPTConfig:
-        """A named recipe (``baby`` or ``small``) for a vocabulary, with field overrides."""
+        """A named recipe (see ``PRESETS``) for a vocabulary, with field overrides."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
         return replace(cls(vocab_size=vocab_size, **PRESETS[name]), **overrides)
@@ -70,26 +103,59 @@ class GPTConfig:
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
+    @property
+    def kv_heads(self) -> int:
+        """The number of key/value heads (n_kv_heads, or n_heads when unset)."""
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def hidden(self) -> int:
+        """The FFN's hidden width."""
+        if self.ffn_hidden is not None:
+            return self.ffn_hidden
+        if self.ffn_type == "swiglu":
+            return swiglu_hidden(self.d_model, self.expansion, self.ffn_multiple_of)
+        return max(1, int(round(self.expansion * self.d_model)))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-# nanoGPT's CPU example ("baby") and its shakespeare-char config ("small")
+def _matched_swiglu_hidden(context_length: int, n_layers: int, d_model: int,
+                           expansion: float = 4.0) -> int:
+    """The SwiGLU width whose 3·C·h·L weights best replace the GELU MLPs' 2·e·C²·L AND the
+    learned position table's T·C that RoPE drops: h = round((2·e·C²·L + T·C) / (3·C·L))."""
+    C, L, T = d_model, n_layers, context_length
+    return int(round((2 * expansion * C * C * L + T * C) / (3 * C * L)))
+
+
+_BABY: dict[str, Any] = dict(context_length=64, n_layers=4, n_heads=4, d_model=128, dropout=0.0)
+_LLAMA: dict[str, Any] = dict(norm_type="rmsnorm", ffn_type="swiglu", positional="rope_halves",
+                              bias=False)
+
+# nanoGPT's CPU example ("baby" = "gpt2-baby") and its shakespeare-char config ("small");
+# stage 14: their Llama-style twins at (nearly) equal parameter counts
 PRESETS: dict[str, dict[str, Any]] = {
-    "baby": dict(context_length=64, n_layers=4, n_heads=4, d_model=128, dropout=0.0),
+    "baby": dict(_BABY),
     "small": dict(context_length=256, n_layers=6, n_heads=6, d_model=384, dropout=0.2),
+    "gpt2-baby": dict(_BABY),
+    "llama-baby": dict(_BABY, **_LLAMA, ffn_hidden=_matched_swiglu_hidden(64, 4, 128)),
+    "llama-small": dict(context_length=256, n_layers=6, n_heads=6, d_model=384, dropout=0.2,
+                        **_LLAMA, ffn_hidden=_matched_swiglu_hidden(256, 6, 384)),
 }
 
 
 def count_parameters(c: GPTConfig) -> int:
     """The closed-form parameter count of :class:`GPT` (see the module docstring)."""
     C, V, T, L, b = c.d_model, c.vocab_size, c.context_length, c.n_layers, int(c.bias)
-    hidden = max(1, int(round(c.expansion * C)))
-    norm = (1 + b) * C if c.norm else 0
-    attn = 4 * C * C + b * 4 * C
-    ffn = 2 * C * hidden + b * (hidden + C) + norm if c.ffn else 0
+    hidden = c.hidden
+    norm = ((1 + b) * C if c.norm_type == "layernorm" else C) if c.norm else 0
+    qkv = (c.n_heads + 2 * c.kv_heads) * c.head_dim  # = 3C for MHA
+    attn = C * qkv + C * C + b * (qkv + C)
+    mlp = 3 * C * hidden if c.ffn_type == "swiglu" else 2 * C * hidden + b * (hidden + C)
+    ffn = mlp + norm if c.ffn else 0
     block = norm + attn + ffn
-    final = (1 + b) * C if (c.placement == "pre" and c.norm) else 0
+    final = norm if c.placement == "pre" else 0
     T = T if c.positional == "learned" else 0  # stage 9: only learned positions are trained
     return V * C + T * C + L * block + final + (0 if c.tie_weights else V * C)
 
@@ -124,12 +190,16 @@ class GPT(CausalLM):
         self.blocks = ModuleList(
             Block(c.d_model, c.n_heads, expansion=c.expansion, placement=c.placement,
                   bias=c.bias, dropout=c.dropout, residual=c.residual, norm=c.norm, ffn=c.ffn,
-                  rng=rng, dtype=dtype, positional=c.positional)
+                  rng=rng, dtype=dtype, positional=c.positional, norm_type=c.norm_type,
+                  norm_eps=c.norm_eps, ffn_type=c.ffn_type, gelu_approximate=c.gelu_approximate,
+                  ffn_hidden=c.ffn_hidden, ffn_multiple_of=c.ffn_multiple_of,
+                  n_kv_heads=c.n_kv_heads, rope_theta=c.rope_theta)
             for _ in range(c.n_layers))
         # pre-LN leaves the residual stream un-normalized: one more norm before the head
-        self.final_norm: LayerNorm | None = None
+        self.final_norm: Module | None = None
         if c.placement == "pre" and c.norm:
-            self.final_norm = LayerNorm(c.d_model, bias=c.bias, dtype=dtype)
+            self.final_norm = make_block_norm(c.norm_type, c.d_model, bias=c.bias,
+                                              eps=c.norm_eps, dtype=dtype)
         self.lm_head: Linear | None = None
         if not c.tie_weights:
             self.lm_head = Linear(c.d_model, c.vocab_size, bias=False, rng=rng, dtype=dtype)
@@ -143,7 +213,7 @@ class GPT(CausalLM):
             if name.endswith(".bias"):
                 init.zeros_(p)
             elif p.ndim >= 2:
-                s = resid_std if name.endswith(("out_proj.weight", "ffn.proj.weight")) else std
+                s = resid_std if name.endswith(RESIDUAL_PROJECTIONS) else std
                 init.normal_(p, 0.0, s, generator=rng)
 
     @property

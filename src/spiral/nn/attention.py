@@ -12,6 +12,13 @@ components Var(q·k) = head_dim, so the scale brings the logits back to unit var
 M the causal mask, 0 where s ≤ t and −∞ where s > t, added *before* the softmax so that
 exp(−∞) = 0 gives the future exactly zero weight and exactly zero gradient.
 
+One convention for every mask the models build (:func:`causal_mask`, and the ALiBi and RoPE
+offsets of stage 9): with T_q queries and T_k ≥ T_q keys, the queries are the LAST T_q
+positions, query i sits at position t = T_k − T_q + i and may see keys s ≤ t (torch's
+``causal_lower_right``). That is what a KV cache needs: one new query against T_k cached keys
+sees all of them. (``F.scaled_dot_product_attention(is_causal=True)`` keeps torch's own
+upper-left alignment, which agrees when T_q = T_k.)
+
 The softmax and the weighted sum run as ONE fused autograd node, stage 3's
 :func:`spiral.nn.functional.scaled_dot_product_attention` (hand-derived backward). Stage 8
 runs several such heads side by side (multi-head attention) on the same kernel.
@@ -32,7 +39,24 @@ from spiral.nn import kernels as K
 from spiral.nn.layers import Linear
 from spiral.nn.module import Module
 
-__all__ = ["SelfAttention", "attention_scale"]
+__all__ = ["SelfAttention", "attention_scale", "causal_mask"]
+
+
+def causal_mask(n_query: int, n_key: int | None = None, dtype: Any = np.float32) -> np.ndarray:
+    """Additive (n_query, n_key) mask, queries aligned to the LAST n_query of n_key positions.
+
+    Query i sits at position t = n_key − n_query + i; key s gets 0 if s ≤ t, −∞ otherwise.
+
+    >>> causal_mask(2, 4)
+    array([[  0.,   0.,   0., -inf],
+           [  0.,   0.,   0.,   0.]], dtype=float32)
+    """
+    n_key = n_query if n_key is None else n_key
+    if n_query > n_key:
+        raise ValueError(f"{n_query} queries cannot be the last positions of only {n_key} keys")
+    m = np.zeros((n_query, n_key), dtype=dtype)
+    m[np.triu_indices(n_query, k=1 + n_key - n_query, m=n_key)] = -np.inf
+    return m
 
 
 def attention_scale(scale: bool | float, head_dim: int) -> float:
@@ -81,9 +105,9 @@ class SelfAttention(Module):
 
     def mask(self, n_query: int, n_key: int, attn_mask: Any = None,
              dtype: Any = np.float32) -> np.ndarray | None:
-        """The additive (n_query, n_key) mask: causal −∞ above the diagonal plus ``attn_mask``
+        """The additive (n_query, n_key) mask: :func:`causal_mask` (queries last) plus ``attn_mask``
         (boolean, True = may attend, or additive floats, as torch), or None."""
-        m = K.causal_mask(n_query, n_key, dtype) if self.causal else None
+        m = causal_mask(n_query, n_key, dtype) if self.causal else None
         if attn_mask is None:
             return m
         extra = attn_mask.data if isinstance(attn_mask, Tensor) else np.asarray(attn_mask)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from spiral.autograd import Function, Tensor
+from spiral.nn.attention import causal_mask
 from spiral.nn.layers import Embedding
 from spiral.nn.module import Module
 
@@ -202,7 +203,10 @@ def halves_permutation(head_dim: int) -> np.ndarray:
 
 
 class RotaryEmbedding(Module):
-    """Rotates queries and keys: forward(q, k) with q, k (B, H, T, head_dim) -> (q', k').
+    """Rotates queries and keys: forward(q, k) with q (B, H, Tq, hd), k (B, Hkv, Tk, hd).
+
+    Keys sit at positions offset .. offset + Tk − 1 and the Tq ≤ Tk queries at the LAST Tq of
+    them (the causal-mask convention of :func:`spiral.nn.attention.causal_mask`).
 
     No parameters; cos/sin are cached per length. ``convention`` is ``"interleaved"`` or
     ``"halves"``; one model uses one convention everywhere.
@@ -266,6 +270,6 @@ def alibi_bias(n_heads: int, n_query: int, n_key: int | None = None, *, causal: 
     j = np.arange(n_key)[None, :]                    # key positions   (1, Lk)
     dist = np.abs(i - j).astype(np.float64)          # (Lq, Lk)
     bias = -alibi_slopes(n_heads)[:, None, None] * dist[None]  # (H, Lq, Lk)
-    if causal:
-        bias = np.where((j > i)[None], -np.inf, bias)
+    if causal:  # the one causal convention of spiral.nn.attention: queries are the last
+        bias = bias + causal_mask(n_query, n_key, np.float64)[None]
     return bias.astype(dtype)

@@ -19,7 +19,11 @@ The block (GPT-2's pre-LN placement by default; Vaswani et al.'s post-LN as an o
     post-LN:  x ← LN₁(x + MHA(x));   x ← LN₂(x + FFN(x))
     FFN(x) = W₂ GELU(W₁ x),   W₁: d_model -> expansion·d_model   (4× in GPT)
 
-The block's switches ``residual``, ``norm`` and ``ffn`` exist for the chapter's ablations.
+The block's switches ``residual``, ``norm`` and ``ffn`` exist for the chapter's ablations;
+stage 14 adds the Llama family's (Touvron et al., 2023): RMSNorm for LayerNorm, SwiGLU for
+the GELU MLP (:mod:`spiral.nn.ffn`), RoPE, no biases, and grouped-query attention
+(Ainslie et al., 2023): H query heads share Hkv ≤ H key/value heads (Hkv = 1 is Shazeer's
+2019 multi-query attention), shrinking the K/V projections and the KV cache by H/Hkv.
 Attention runs as stage 3's fused node :func:`spiral.nn.functional.scaled_dot_product_attention`.
 Papers: Vaswani et al. (2017); Radford et al. (2019) for pre-LN in GPT-2; Xiong et al. (2020).
 Chapter: stage 8 (multi-head attention and the transformer).
@@ -34,20 +38,25 @@ import numpy as np
 from spiral.autograd import Tensor
 from spiral.nn import functional as F
 from spiral.nn import kernels as K
+from spiral.nn.attention import causal_mask
+from spiral.nn.ffn import FeedForward, make_ffn
 from spiral.nn.layers import Dropout, Linear
 from spiral.nn.module import Module
-from spiral.nn.norm import LayerNorm
+from spiral.nn.norm import LayerNorm, RMSNorm
 from spiral.nn.positional import ROPE_CONVENTIONS, RotaryEmbedding, alibi_bias
-from spiral.nn.residual import FeedForward as _PositionwiseMLP
 
-__all__ = ["MultiHeadAttention", "FeedForward", "Block"]
+__all__ = ["MultiHeadAttention", "FeedForward", "Block", "NORM_TYPES", "make_block_norm"]
+
+NORM_TYPES = ("layernorm", "rmsnorm")
 
 
 class MultiHeadAttention(Module):
-    """Causal multi-head self-attention with one fused QKV projection.
+    """Causal multi-head self-attention with one fused QKV projection; MHA, GQA or MQA.
 
     (B, T, d_model) -> (B, T, d_model); ``forward(x, need_weights=True)`` also returns the
-    per-head attention weights (B, n_heads, T, T) as a detached NumPy array.
+    per-head attention weights (B, n_heads, T, T) as a detached NumPy array. ``n_kv_heads``
+    (default ``n_heads``) sets how many key/value heads the query heads share: query head h
+    reads kv head h // (n_heads / n_kv_heads), as ``repeat_interleave`` on the kv heads.
 
     >>> mha = MultiHeadAttention(8, 2, rng=np.random.default_rng(0))
     >>> y, w = mha(Tensor(np.ones((1, 5, 8), dtype=np.float32)), need_weights=True)
@@ -57,91 +66,114 @@ class MultiHeadAttention(Module):
 
     def __init__(self, d_model: int, n_heads: int, *, bias: bool = False, causal: bool = True,
                  dropout: float = 0.0, rng: np.random.Generator | None = None,
-                 dtype: Any = np.float32, positional: str = "learned") -> None:
+                 dtype: Any = np.float32, positional: str = "learned",
+                 n_kv_heads: int | None = None, rope_theta: float = 10000.0) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        n_kv = n_heads if n_kv_heads is None else n_kv_heads
+        if n_kv < 1 or n_heads % n_kv:
+            raise ValueError(f"n_heads={n_heads} is not a multiple of n_kv_heads={n_kv}")
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.n_kv_heads, self.n_rep = n_kv, n_heads // n_kv
         self.causal, self.dropout = causal, dropout
         self.rng = rng if rng is not None else np.random.default_rng()
-        # rows [0, C) of the weight make Q, [C, 2C) make K, [2C, 3C) make V; inside each,
-        # rows [h·hd, (h+1)·hd) belong to head h
-        self.qkv_proj = Linear(d_model, 3 * d_model, bias=bias, rng=rng, dtype=dtype)
+        # rows [0, H·hd) of the weight make Q, the next Hkv·hd make K, the last Hkv·hd make V;
+        # inside each, rows [h·hd, (h+1)·hd) belong to head h (for MHA: [Q; K; V], 3C rows)
+        qkv_out = (n_heads + 2 * n_kv) * self.head_dim
+        self.qkv_proj = Linear(d_model, qkv_out, bias=bias, rng=rng, dtype=dtype)
         self.out_proj = Linear(d_model, d_model, bias=bias, rng=rng, dtype=dtype)
         self.resid_drop = Dropout(dropout, rng=self.rng)
         # stage 9: RoPE rotates q and k, ALiBi biases the scores; other encodings act outside
         self.positional = positional
         self.rotary: RotaryEmbedding | None = None
         if positional in ROPE_CONVENTIONS:
-            self.rotary = RotaryEmbedding(self.head_dim,
+            self.rotary = RotaryEmbedding(self.head_dim, base=rope_theta,
                                           convention=ROPE_CONVENTIONS[positional])
 
-    def _position_qk(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, np.ndarray | None]:
-        """Stage 9: rotated (q, k) for RoPE; the ALiBi bias (+ causal mask) as attn_mask."""
-        if self.rotary is not None:
-            q, k = self.rotary(q, k)
-        if self.positional != "alibi":
-            return q, k, None
-        return q, k, alibi_bias(self.n_heads, q.shape[-2], k.shape[-2], causal=self.causal,
-                                dtype=q.data.dtype)  # (H, T, T)
-
     def split_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (B, T, d_model) -> Q, K, V, each (B, n_heads, T, head_dim)."""
+        """x (B, T, d_model) -> Q (B, H, T, hd), K and V (B, Hkv, T, hd)."""
         B, T, _ = x.shape
-        qkv = self.qkv_proj(x)  # (B, T, 3C)
-        # (B, T, 3C) -> (B, T, 3, H, hd) -> (3, B, H, T, hd)
-        qkv = qkv.reshape(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]
+        H, Hkv, hd = self.n_heads, self.n_kv_heads, self.head_dim
+        qkv = self.qkv_proj(x)  # (B, T, (H + 2·Hkv)·hd)
+        if Hkv == H:  # (B, T, 3C) -> (B, T, 3, H, hd) -> (3, B, H, T, hd)
+            qkv = qkv.reshape(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)
+            return qkv[0], qkv[1], qkv[2]
+        # (B, T, H + 2·Hkv, hd) -> (B, H + 2·Hkv, T, hd), then split along the head axis
+        heads = qkv.reshape(B, T, H + 2 * Hkv, hd).transpose(1, 2)
+        return heads[:, :H], heads[:, H:H + Hkv], heads[:, H + Hkv:]
+
+    def bias(self, n_query: int, n_key: int, dtype: Any) -> np.ndarray | None:
+        """The additive mask: ALiBi's (H, Tq, Tk) bias, or the causal (Tq, Tk) mask, or None.
+
+        Queries are the last n_query of the n_key positions (:func:`causal_mask`)."""
+        if self.positional == "alibi":
+            return alibi_bias(self.n_heads, n_query, n_key, causal=self.causal, dtype=dtype)
+        return causal_mask(n_query, n_key, dtype) if self.causal else None
+
+    def _grouped(self, q: Tensor | np.ndarray, mask: np.ndarray | None
+                 ) -> tuple[Any, np.ndarray | None]:
+        """GQA without copies: q (B, H, T, hd) -> (B, Hkv, G, T, hd); an (H, Tq, Tk) mask
+        -> (Hkv, G, Tq, Tk). K and V then enter as (B, Hkv, 1, Tk, hd) and broadcast."""
+        if self.n_rep == 1:
+            return q, mask
+        B, _, T, hd = q.shape
+        q = q.reshape(B, self.n_kv_heads, self.n_rep, T, hd)
+        if mask is not None and mask.ndim == 3:
+            mask = mask.reshape(self.n_kv_heads, self.n_rep, *mask.shape[1:])
+        return q, mask
+
+    def _kv(self, t: Any) -> Any:
+        return t if self.n_rep == 1 else t.reshape(t.shape[0], self.n_kv_heads, 1,
+                                                   *t.shape[2:])
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Positions, mask and attention: q (B, H, Tq, hd), k, v (B, Hkv, Tk, hd), Tq ≤ Tk
+        (queries are the LAST Tq positions) -> (B, Tq, d_model) before the output projection."""
+        B, _, Tq, _ = q.shape
+        if self.rotary is not None:  # stage 9: rotate by absolute positions
+            q, k = self.rotary(q, k)
+        qg, mask = self._grouped(q, self.bias(Tq, k.shape[-2], q.data.dtype))
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(qg, self._kv(k), self._kv(v), attn_mask=mask,
+                                           dropout_p=p, rng=self.rng if p else None)
+        # (B, [Hkv, G,] Tq, hd) -> (B, H, Tq, hd) -> (B, Tq, H, hd) -> (B, Tq, C)
+        y = y.reshape(B, self.n_heads, Tq, self.head_dim)
+        return y.transpose(1, 2).reshape(B, Tq, self.d_model)
 
     def forward(self, x: Tensor, need_weights: bool = False
                 ) -> Tensor | tuple[Tensor, np.ndarray]:
-        B, T, C = x.shape
         q, k, v = self.split_heads(x)
-        q, k, mask = self._position_qk(q, k)  # stage 9 (unchanged q, k and None by default)
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                           is_causal=self.causal and mask is None,
-                                           rng=self.rng if p else None)  # (B, H, T, hd)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, H, T, hd) -> (B, T, H, hd) -> (B, T, C)
-        out = self.resid_drop(self.out_proj(y))
+        out = self.resid_drop(self.out_proj(self.attend(q, k, v)))
         if not need_weights:
             return out
+        if self.rotary is not None:
+            q, k = self.rotary(q, k)
         return out, self.weights(q.data, k.data)
 
     def weights(self, q: np.ndarray, k: np.ndarray) -> np.ndarray:
-        """softmax(Q Kᵀ/√hd + M) per head: q, k (B, H, T, hd) -> (B, H, T, T)."""
-        scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(self.head_dim)  # (B, H, T, T)
-        if self.positional == "alibi":  # stage 9: q, k arrive already rotated for RoPE
-            scores = scores + alibi_bias(self.n_heads, q.shape[-2], k.shape[-2],
-                                         causal=self.causal, dtype=scores.dtype)
-        elif self.causal:
-            scores = scores + K.causal_mask(q.shape[-2], k.shape[-2], scores.dtype)
-        return np.asarray(K.softmax_forward(scores, -1))
+        """softmax(Q Kᵀ/√hd + M) per head: q (B, H, Tq, hd), k (B, Hkv, Tk, hd) (already
+        rotated for RoPE) -> (B, H, Tq, Tk)."""
+        qg, mask = self._grouped(q, self.bias(q.shape[-2], k.shape[-2], q.dtype))
+        scores = qg @ np.swapaxes(self._kv(k), -1, -2) / np.sqrt(self.head_dim)
+        if mask is not None:
+            scores = scores + mask
+        w = np.asarray(K.softmax_forward(scores, -1))
+        return w.reshape(q.shape[0], self.n_heads, q.shape[-2], k.shape[-2])
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, n_heads={self.n_heads}, head_dim={self.head_dim}"
+        return (f"d_model={self.d_model}, n_heads={self.n_heads}, "
+                f"n_kv_heads={self.n_kv_heads}, head_dim={self.head_dim}")
 
 
-class FeedForward(_PositionwiseMLP):
-    """Position-wise W₂ GELU(W₁ x): (..., d_model) -> (..., expansion·d_model) -> (..., d_model).
-
-    Stage 6's MLP sub-layer with GPT's knobs: an expansion ratio (4 in GPT-2; a float is
-    rounded to an integer width), optional biases and dropout on the output.
-
-    >>> FeedForward(8, 2.0, rng=np.random.default_rng(0))(Tensor(np.ones((3, 8)))).shape
-    (3, 8)
-    """
-
-    def __init__(self, d_model: int, expansion: float = 4.0, *, bias: bool = False,
-                 activation: str = "gelu", dropout: float = 0.0,
-                 rng: np.random.Generator | None = None, dtype: Any = np.float32) -> None:
-        d_hidden = max(1, int(round(expansion * d_model)))
-        super().__init__(d_model, d_hidden, activation, bias=bias, rng=rng, dtype=dtype)
-        self.expansion = expansion
-        self.drop = Dropout(dropout, rng=rng)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(super().forward(x))
+def make_block_norm(norm_type: str, d_model: int, *, bias: bool = False, eps: float = 1e-5,
+                    dtype: Any = np.float32) -> Module:
+    """LayerNorm (GPT-2; with a bias if ``bias``) or RMSNorm (Llama; never a bias)."""
+    if norm_type == "layernorm":
+        return LayerNorm(d_model, eps=eps, bias=bias, dtype=dtype)
+    if norm_type == "rmsnorm":
+        return RMSNorm(d_model, eps=eps, dtype=dtype)
+    raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {norm_type!r}")
 
 
 class _Identity(Module):
@@ -154,7 +186,10 @@ class Block(Module):
 
     ``placement`` is ``"pre"`` (GPT-2) or ``"post"`` (the 2017 original). The ablation
     switches: ``residual=False`` drops both skip connections, ``norm=False`` replaces the
-    norms by the identity, ``ffn=False`` removes the feed-forward sub-layer.
+    norms by the identity, ``ffn=False`` removes the feed-forward sub-layer. Stage 14's
+    switches: ``norm_type`` ("layernorm" | "rmsnorm") with ``norm_eps``, ``ffn_type``
+    ("gelu" | "swiglu") with ``gelu_approximate``, ``ffn_hidden`` and ``ffn_multiple_of``,
+    ``n_kv_heads`` (MHA / GQA / MQA) and ``rope_theta``.
 
     >>> blk = Block(8, 2, rng=np.random.default_rng(0))
     >>> blk(Tensor(np.ones((1, 4, 8), dtype=np.float32))).shape
@@ -165,23 +200,31 @@ class Block(Module):
                  placement: str = "pre", bias: bool = False, dropout: float = 0.0,
                  residual: bool = True, norm: bool = True, ffn: bool = True,
                  rng: np.random.Generator | None = None, dtype: Any = np.float32,
-                 positional: str = "learned") -> None:
+                 positional: str = "learned", norm_type: str = "layernorm",
+                 norm_eps: float = 1e-5, ffn_type: str = "gelu", gelu_approximate: str = "none",
+                 ffn_hidden: int | None = None, ffn_multiple_of: int = 8,
+                 n_kv_heads: int | None = None, rope_theta: float = 10000.0) -> None:
         super().__init__()
         if placement not in ("pre", "post"):
             raise ValueError(f"placement must be 'pre' or 'post', got {placement!r}")
         self.placement, self.residual = placement, residual
 
         def make_norm() -> Module:
-            return LayerNorm(d_model, bias=bias, dtype=dtype) if norm else _Identity()
+            if not norm:
+                return _Identity()
+            return make_block_norm(norm_type, d_model, bias=bias, eps=norm_eps, dtype=dtype)
 
         self.ln1 = make_norm()
         self.attn = MultiHeadAttention(d_model, n_heads, bias=bias, dropout=dropout, rng=rng,
-                                       dtype=dtype, positional=positional)  # stage 9
+                                       dtype=dtype, positional=positional,  # stage 9
+                                       n_kv_heads=n_kv_heads, rope_theta=rope_theta)
         self.ln2: Module | None = make_norm() if ffn else None
-        self.ffn: FeedForward | None = None
+        self.ffn: Module | None = None
         if ffn:
-            self.ffn = FeedForward(d_model, expansion, bias=bias, dropout=dropout, rng=rng,
-                                   dtype=dtype)
+            self.ffn = make_ffn(ffn_type, d_model, expansion, bias=bias,
+                                gelu_approximate=gelu_approximate, hidden=ffn_hidden,
+                                multiple_of=ffn_multiple_of, dropout=dropout, rng=rng,
+                                dtype=dtype)
 
     def _sublayer(self, x: Tensor, f: Any, norm: Module) -> Tensor:
         if self.placement == "pre":
