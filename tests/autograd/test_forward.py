@@ -19,6 +19,7 @@ from spiral.autograd.forward import (
     primal_cost,
     vjp,
 )
+from spiral.autograd.value import Value
 
 pytestmark = pytest.mark.stage2
 
@@ -136,3 +137,16 @@ def test_dual_of_a_constant_tangent_is_zero():
     y = Dual(2.0) * 3.0 + 1.0
     assert (y.primal, y.tangent) == (7.0, 0.0)
     assert repr(Dual(1.0, 2.0)) == "Dual(1, 2)"
+
+
+def test_dual_power_at_domain_edges_is_real_and_matches_value():
+    # Regression: Dual(0.)**0.5 raised ZeroDivisionError; Dual(-8.)**(1/3) went complex.
+    for a in (0.0, -2.0, -8.0, 3.0):
+        for n in (0, 0.5, 1 / 3, 2, -1):
+            d = Dual(a, 1.0) ** n
+            v = Value(a)
+            y = v**n
+            y.backward()
+            assert isinstance(d.primal, float) and isinstance(d.tangent, float), (a, n)
+            for ours, ref in ((d.primal, y.data), (d.tangent, v.grad)):
+                assert (math.isnan(ours) and math.isnan(ref)) or ours == ref, (a, n)

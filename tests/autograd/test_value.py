@@ -311,3 +311,47 @@ def test_repeated_backward_on_micrograd_double_counts_interior_nodes():
         y.backward()
     assert x.grad == 12.0  # 6 + 6: leaves accumulate, interior nodes are reset per call
     assert mx.grad == 18.0  # micrograd keeps h.grad = 3 from the first call and adds 3 more
+
+
+# Powers at the edges of their domain: base 0, negative bases, exponent 0. The forward
+# value and both partial derivatives must be PyTorch's (inf, 0 or nan), not an exception
+# or a complex number. (Regression: Value(0.)**0.5 raised ZeroDivisionError, Value(0.)**Value(2.)
+# raised "math domain error", Value(-8.)**(1/3) returned complex data.)
+EDGE_BASES = [0.0, -0.0, 2.0, 0.5, -2.0, -8.0]
+EDGE_EXPONENTS = [0.0, 1.0, 2.0, 3.0, 0.5, 1 / 3, -1.0, -2.0, -0.5]
+
+
+def _same(ours: float, theirs: float) -> bool:
+    return (math.isnan(ours) and math.isnan(theirs)) or ours == pytest.approx(theirs, rel=1e-12)
+
+
+def test_powers_at_domain_edges_match_pytorch():
+    torch = pytest.importorskip("torch")
+
+    def leaf(x: float):
+        return torch.tensor(x, dtype=torch.float64, requires_grad=True)
+
+    for a in EDGE_BASES:
+        for b in EDGE_EXPONENTS:
+            # Value ** Value: both partials
+            va, vb, ta, tb = Value(a), Value(b), leaf(a), leaf(b)
+            vy, ty = va**vb, ta**tb
+            vy.backward()
+            ty.backward()
+            got = (vy.data, va.grad, vb.grad)
+            want = (ty.item(), ta.grad.item(), tb.grad.item())
+            assert all(map(_same, got, want)), (a, b, got, want)
+            # Value ** number (torch sends x**±0.5 to sqrt/rsqrt, which keep the sign of -0.0)
+            if abs(b) == 0.5 and math.copysign(1.0, a) < 0 and a == 0:
+                continue
+            va, ta = Value(a), leaf(a)
+            vy, ty = va**b, ta**b
+            vy.backward()
+            ty.backward()
+            assert _same(vy.data, ty.item()) and _same(va.grad, ta.grad.item()), (a, b)
+            # number ** Value
+            vb, tb = Value(b), leaf(b)
+            vy, ty = a**vb, a**tb
+            vy.backward()
+            ty.backward()
+            assert _same(vy.data, ty.item()) and _same(vb.grad, tb.grad.item()), (a, b)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from spiral.autograd.value import Value, topological_order
+from spiral.autograd.value import Value, pow_partials, real_pow, topological_order
 
 Number = float | int
 
@@ -109,7 +109,7 @@ class Dual:
 
     def __pow__(self, n: Number) -> Dual:
         a = self.primal
-        return self._unary(a**n, n * a ** (n - 1))
+        return self._unary(real_pow(a, n), pow_partials(a, n)[0])
 
     def _unary(self, value: float, derivative: float) -> Dual:
         # chain rule: f(a + a'ε) = f(a) + f'(a)a'ε

@@ -39,6 +39,36 @@ from collections.abc import Iterable, Sequence
 Number = float | int
 
 
+def real_pow(a: Number, b: Number) -> Number:
+    """aᵇ over the reals, with IEEE-754 (and PyTorch) values where Python raises or goes complex.
+
+    0 to a negative power is ±∞ (not ``ZeroDivisionError``), a negative base to a non-integer
+    power is NaN (not a complex number), and an overflow is ±∞.
+
+    >>> real_pow(0.0, -1.0), real_pow(-8.0, 1 / 3), real_pow(-2.0, 3.0)
+    (inf, nan, -8.0)
+    """
+    try:
+        out = a**b
+    except (ZeroDivisionError, OverflowError):
+        odd = float(b).is_integer() and int(b) % 2 == 1  # an odd power keeps the base's sign
+        return math.copysign(math.inf, a) if odd else math.inf
+    return math.nan if isinstance(out, complex) else out
+
+
+def pow_partials(a: Number, b: Number, out: Number | None = None) -> tuple[float, float]:
+    """(∂aᵇ/∂a, ∂aᵇ/∂b) = (b·aᵇ⁻¹, aᵇ·ln a), with PyTorch's choices where these are undefined.
+
+    The first is 0 when b = 0 (so x⁰ has gradient 0 even at x = 0); the second is 0 when a = 0
+    and b ≥ 0, and NaN for a negative base (ln a has no real value there).
+    """
+    d_base = 0.0 if b == 0 else b * real_pow(a, b - 1)
+    if a == 0 and b >= 0:
+        return d_base, 0.0
+    log_a = math.log(a) if a > 0 else (-math.inf if a == 0 else math.nan)
+    return d_base, (real_pow(a, b) if out is None else out) * log_a
+
+
 class Value:
     """A scalar that records how it was computed, for reverse-mode differentiation.
 
@@ -91,10 +121,10 @@ class Value:
         a = self.data
         if isinstance(other, Value):
             b = other.data
-            out = a**b
-            # ∂(a^b)/∂a = b·a^(b-1), ∂(a^b)/∂b = a^b·ln a (needs a > 0)
-            return Value(out, (self, other), (b * a ** (b - 1), out * math.log(a)), "**")
-        return Value(a**other, (self,), (other * a ** (other - 1),), f"**{other:g}")
+            out = real_pow(a, b)
+            # ∂(a^b)/∂a = b·a^(b-1), ∂(a^b)/∂b = a^b·ln a (PyTorch's values where undefined)
+            return Value(out, (self, other), pow_partials(a, b, out), "**")
+        return Value(real_pow(a, other), (self,), (pow_partials(a, other)[0],), f"**{other:g}")
 
     def __radd__(self, other: Number) -> Value:  # other + self
         return Value(other + self.data, (self,), (1.0,), "+")
@@ -110,8 +140,8 @@ class Value:
         return Value(other / b, (self,), (-other / (b * b),), "/")
 
     def __rpow__(self, other: Number) -> Value:  # other ** self, d/dx c^x = c^x ln c
-        out = other**self.data
-        return Value(out, (self,), (out * math.log(other),), "**")
+        out = real_pow(other, self.data)
+        return Value(out, (self,), (pow_partials(other, self.data, out)[1],), "**")
 
     def __neg__(self) -> Value:
         return Value(-self.data, (self,), (-1.0,), "neg")
