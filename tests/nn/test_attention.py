@@ -130,3 +130,58 @@ def test_extra_boolean_mask_combines_with_causal() -> None:
     _, w = attn(Tensor(rng.standard_normal((1, 5, 6))), need_weights=True, attn_mask=keep)
     assert np.all(w[0, 1:, 0] == 0.0) and np.all(np.triu(w[0], k=1) == 0.0)
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-12)
+
+
+# ------------------------------------------- one causal convention: queries are the LAST positions
+def _lower_right(n_query: int, n_key: int) -> torch.Tensor:
+    """torch's bottom-right causal mask (True = may attend): query i sees keys ≤ Tk − Tq + i."""
+    return torch.ones(n_query, n_key, dtype=torch.bool).tril(diagonal=n_key - n_query)
+
+
+@pytest.mark.stage14
+@pytest.mark.parametrize("n_query,n_key", [(1, 1), (1, 6), (3, 7), (7, 7)])
+def test_causal_mask_is_torchs_lower_right_mask(n_query: int, n_key: int) -> None:
+    from spiral.nn.attention import causal_mask
+
+    mine = causal_mask(n_query, n_key, np.float64) == 0.0
+    np.testing.assert_array_equal(mine, _lower_right(n_query, n_key).numpy())
+
+
+@pytest.mark.stage14
+def test_causal_mask_refuses_more_queries_than_keys() -> None:
+    from spiral.nn.attention import causal_mask
+
+    with pytest.raises(ValueError, match="cannot be the last positions"):
+        causal_mask(5, 3)
+
+
+@pytest.mark.stage14
+@pytest.mark.parametrize("n_query", [1, 3, 7])
+def test_fewer_queries_than_keys_match_torch_and_the_full_pass(n_query: int) -> None:
+    """The last Tq queries against all Tk keys (what a KV cache computes) equal torch's sdpa
+    with the explicit lower-right mask, forward and backward, and the last Tq rows of the
+    full causal pass."""
+    rng = np.random.default_rng(7)
+    attn = SelfAttention(12, 4, rng=rng, dtype=np.float64)
+    x = rng.standard_normal((2, 7, 12))
+    q, k, v = attn.project(Tensor(x))
+    qt, kt, vt = (torch.tensor(t.data, requires_grad=True) for t in (q, k, v))
+    mine_q = Tensor(q.data[:, -n_query:], requires_grad=True)
+    mine_k, mine_v = Tensor(k.data, requires_grad=True), Tensor(v.data, requires_grad=True)
+    from spiral.nn import functional as F
+
+    y = F.scaled_dot_product_attention(mine_q, mine_k, mine_v, scale=attn.scale,
+                                       attn_mask=attn.mask(n_query, 7, dtype=np.float64))
+    yt = torch.nn.functional.scaled_dot_product_attention(
+        qt[:, -n_query:], kt, vt, attn_mask=_lower_right(n_query, 7), scale=attn.scale)
+    np.testing.assert_allclose(y.data, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    y.backward(g)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(mine_q.grad, qt.grad.numpy()[:, -n_query:], rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(mine_k.grad, kt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(mine_v.grad, vt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    full = attn(Tensor(x))  # the whole causal pass: its last rows are the same queries
+    np.testing.assert_allclose(attn.out_proj(y).data, full.data[:, -n_query:], rtol=1e-12,
+                               atol=1e-12)

@@ -181,3 +181,84 @@ def test_block_attention_weights_match_forward() -> None:
     assert w.shape == (2, 2, 5, 5)
     np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-12)
     assert np.all(np.triu(w, k=1) == 0)
+
+
+# ------------------------- stage 14: queries last, RoPE / ALiBi / GQA against a torch reference
+def _torch_rope_halves(x: torch.Tensor, positions: np.ndarray, theta: float) -> torch.Tensor:
+    """Llama / Hugging Face RoPE: pairs (i, i + d/2), x·cos + rotate_half(x)·sin."""
+    d = x.shape[-1]
+    inv = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+    ang = torch.from_numpy(positions.astype(np.float64))[:, None] * inv[None]  # (T, d/2)
+    cos, sin = torch.cat([ang.cos(), ang.cos()], -1), torch.cat([ang.sin(), ang.sin()], -1)
+    rot = torch.cat([-x[..., d // 2:], x[..., :d // 2]], -1)
+    return x * cos + rot * sin
+
+
+def _torch_gqa(x: torch.Tensor, w_qkv: torch.Tensor, w_o: torch.Tensor, H: int, Hkv: int,
+               n_query: int, positional: str, theta: float) -> torch.Tensor:
+    """Reference: split heads, rotate, repeat_interleave the kv heads, sdpa with the
+    lower-right causal mask (plus ALiBi's −m_h·(i − j)), keep the last n_query queries."""
+    B, T, C = x.shape
+    hd = C // H
+    qkv = x @ w_qkv.T
+    q = qkv[..., :H * hd].reshape(B, T, H, hd).transpose(1, 2)[:, :, -n_query:]
+    k = qkv[..., H * hd:(H + Hkv) * hd].reshape(B, T, Hkv, hd).transpose(1, 2)
+    v = qkv[..., (H + Hkv) * hd:].reshape(B, T, Hkv, hd).transpose(1, 2)
+    if positional == "rope_halves":
+        q = _torch_rope_halves(q, np.arange(T - n_query, T), theta)
+        k = _torch_rope_halves(k, np.arange(T), theta)
+    k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
+    allowed = torch.ones(n_query, T, dtype=torch.bool).tril(diagonal=T - n_query)
+    mask: torch.Tensor = allowed
+    if positional == "alibi":
+        slopes = 2.0 ** (-8.0 * torch.arange(1, H + 1, dtype=torch.float64) / H)
+        i = torch.arange(T - n_query, T, dtype=torch.float64)[:, None]
+        j = torch.arange(T, dtype=torch.float64)[None, :]
+        mask = (-slopes[:, None, None] * (i - j)).masked_fill(~allowed, float("-inf"))
+    y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return y.transpose(1, 2).reshape(B, n_query, C) @ w_o.T
+
+
+@pytest.mark.stage14
+@pytest.mark.parametrize("positional", ["learned", "alibi", "rope_halves"])
+@pytest.mark.parametrize("n_kv_heads", [4, 2, 1])
+@pytest.mark.parametrize("n_query", [1, 3, 6])
+def test_gqa_with_fewer_queries_matches_torch(positional: str, n_kv_heads: int,
+                                              n_query: int) -> None:
+    """MHA (Hkv = H), GQA and MQA (Hkv = 1), the last Tq queries against Tk = 6 keys, for plain,
+    ALiBi and RoPE attention: forward and every gradient equal torch's (float64)."""
+    rng = np.random.default_rng(n_kv_heads * 10 + n_query)
+    mha = MultiHeadAttention(16, 4, n_kv_heads=n_kv_heads, positional=positional,
+                             rope_theta=500.0, rng=rng, dtype=np.float64)
+    x = rng.standard_normal((2, 6, 16))
+    xo = Tensor(x, requires_grad=True)
+    q, k, v = mha.split_heads(xo)
+    y = mha.out_proj(mha.attend(q[:, :, -n_query:], k, v))
+    xt = torch.tensor(x, requires_grad=True)
+    wq = torch.tensor(mha.qkv_proj.weight.data, requires_grad=True)
+    wo = torch.tensor(mha.out_proj.weight.data, requires_grad=True)
+    yt = _torch_gqa(xt, wq, wo, 4, n_kv_heads, n_query, positional, 500.0)
+    np.testing.assert_allclose(y.data, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    y.backward(g)
+    yt.backward(torch.from_numpy(g))
+    for mine, theirs in ((xo.grad, xt.grad), (mha.qkv_proj.weight.grad, wq.grad),
+                         (mha.out_proj.weight.grad, wo.grad)):
+        np.testing.assert_allclose(mine, theirs.numpy(), rtol=1e-9, atol=1e-11)
+    # the KV-cache property: the full causal pass's last rows are the same numbers
+    np.testing.assert_allclose(mha(Tensor(x)).data[:, -n_query:], y.data, rtol=1e-10,
+                               atol=1e-12)
+
+
+@pytest.mark.stage14
+def test_gqa_weights_and_parameter_count() -> None:
+    """The K and V projections shrink to Hkv·hd rows; need_weights gives (B, H, T, T) rows
+    summing to one with kv head h // G shared by G query heads."""
+    mha = MultiHeadAttention(16, 4, n_kv_heads=2, rng=np.random.default_rng(0))
+    assert mha.qkv_proj.weight.shape == ((4 + 2 * 2) * 4, 16)
+    _, w = mha(Tensor(np.random.default_rng(1).standard_normal((1, 5, 16))), need_weights=True)
+    assert w.shape == (1, 4, 5, 5)
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(np.triu(w[0, 0], 1) == 0.0)
+    with pytest.raises(ValueError, match="not a multiple of n_kv_heads"):
+        MultiHeadAttention(16, 4, n_kv_heads=3)
