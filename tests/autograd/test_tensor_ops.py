@@ -302,3 +302,27 @@ def test_matches_torch(case: Case, data: st.DataObject) -> None:
         ga = np.zeros_like(a.data) if a.grad is None else a.grad
         gb = np.zeros_like(a.data) if b.grad is None else b.grad.numpy()
         np.testing.assert_allclose(ga, gb, rtol=1e-10, atol=1e-12, err_msg=f"input {k}")
+
+
+# ----------------------------------------------------------- powers at domain edges
+def test_powers_at_domain_edges_match_pytorch() -> None:
+    """x**0 at x = 0 has gradient 0 (regression: 0·0⁻¹ gave nan), and every power's value and
+    gradients at base 0 and at negative bases are PyTorch's (inf, 0 or nan, never an error)."""
+    torch = pytest.importorskip("torch")
+    a = np.array([0.0, 0.0, 0.0, 0.0, 2.0, -2.0, -2.0, -8.0, 0.5])
+    b = np.array([0.0, 0.5, 2.0, -1.0, 0.0, 2.0, 0.0, 1 / 3, -2.0])
+
+    def both(fn: Callable[..., Any], *arrays: np.ndarray) -> None:
+        ours = [Tensor(x.copy(), requires_grad=True) for x in arrays]
+        theirs = [torch.tensor(x, requires_grad=True) for x in arrays]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fn(*ours).sum().backward()
+        fn(*theirs).sum().backward()
+        for o, t in zip(ours, theirs):
+            np.testing.assert_allclose(o.grad, t.grad.numpy(), rtol=1e-14, atol=0)
+
+    both(lambda x, y: x**y, a, b)  # tensor exponent: both partials
+    for p in (0, 0.5, 2, -1):  # scalar exponents, x**0 among them
+        both(lambda x, p=p: x**p, a)
+    for s in (0.0, -2.0, 2.0):  # scalar base: d(s^x)/dx at s = 0 and s < 0
+        both(lambda x, s=s: s**x, b)

@@ -159,9 +159,13 @@ class ArithmeticOps(TensorBase):
             out = a**b
 
             def _pow_backward(g: Any) -> tuple[Any, ...]:
-                # d(a^b)/da = b a^(b-1) ; d(a^b)/db = a^b log a
-                return (_unbroadcast(g * b * a ** (b - 1), a.shape) if ra else None,
-                        _unbroadcast(g * out * xp.log(a), b.shape) if rb else None)
+                # d(a^b)/da = b a^(b-1), 0 where b = 0 ; d(a^b)/db = a^b log a, 0 where a = 0
+                # and b >= 0 (PyTorch's values; the raw formulas give 0·∞ = nan there)
+                with xp.errstate(divide="ignore", invalid="ignore"):
+                    da = xp.where(b == 0, 0, b * a ** (b - 1)) if ra else None
+                    db = xp.where((a == 0) & (b >= 0), 0, out * xp.log(a)) if rb else None
+                return (_unbroadcast(g * da, a.shape) if ra else None,
+                        _unbroadcast(g * db, b.shape) if rb else None)
 
             return _make(out, (self, exponent), _pow_backward, "PowBackward")
         p = _scalar(exponent)
@@ -172,6 +176,8 @@ class ArithmeticOps(TensorBase):
             return _make(a * a, (self,), _square_backward, "PowBackward")
 
         def _pow_scalar_backward(g: Any) -> tuple[Any, ...]:
+            if p == 0:  # x⁰ = 1 has gradient 0 everywhere, x = 0 included (0·0⁻¹ would be nan)
+                return (xp.zeros_like(g),)
             return (g * (p * a ** (p - 1)),)
 
         out = a * a * a if p == 3 else a**p
@@ -182,8 +188,14 @@ class ArithmeticOps(TensorBase):
         s = _scalar(base)
         out = s**self.data
 
+        # d(s^x)/dx = s^x log s, a weak Python float; log 0 = -inf, log of s < 0 is nan
+        log_s = math.log(s) if s > 0 else (-math.inf if s == 0 else math.nan)
+
         def _rpow_backward(g: Any) -> tuple[Any, ...]:
-            return (g * out * math.log(s),)  # d(s^x)/dx = s^x log s (a weak Python float)
+            if s == 0:  # PyTorch: 0 where x >= 0 (0^x is flat there), not 0·(-inf) = nan
+                with xp.errstate(invalid="ignore"):
+                    return (xp.where(self.data >= 0, 0, g * out * log_s),)
+            return (g * out * log_s,)
 
         return _make(out, (self,), _rpow_backward, "PowBackward")
 
