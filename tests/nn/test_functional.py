@@ -203,6 +203,26 @@ def test_cross_entropy_ignores_positions_and_matches_mean_over_valid():
     assert np.allclose(logits.grad[t != -100].sum(-1), 0.0)  # rows of p − y sum to zero
 
 
+@pytest.mark.parametrize("fn", [F.cross_entropy, F.composed_cross_entropy])
+def test_cross_entropy_rejects_out_of_range_targets_like_torch(fn):
+    """Regression: target -1 (a common padding value) silently scored class C - 1."""
+    torch = pytest.importorskip("torch")
+    x = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    for bad, first in (([-1, 0], -1), ([0, 3], 3), ([-5, -100], -5)):
+        with pytest.raises(IndexError):  # torch's verdict on the same input
+            TF.cross_entropy(torch.tensor(x), torch.tensor(bad))
+        with pytest.raises(IndexError, match=f"target {first} is out of bounds for 3 classes"):
+            fn(Tensor(x), np.array(bad))
+    with pytest.raises(IndexError, match="pass ignore_index=-1"):
+        fn(Tensor(x), np.array([-1, 0]))
+    # ... and -1 used as the ignore_index is skipped, as in torch
+    ours = fn(Tensor(x), np.array([-1, 0]), ignore_index=-1).item()
+    theirs = TF.cross_entropy(torch.tensor(x), torch.tensor([-1, 0]), ignore_index=-1).item()
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    with pytest.raises(TypeError, match="integer class ids"):
+        fn(Tensor(x), np.array([0.0, 1.0]))
+
+
 def test_docstring_examples():
     assert doctest.testmod(F, extraglobs={"np": np, "Tensor": Tensor}).failed == 0
 

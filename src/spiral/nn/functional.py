@@ -129,7 +129,26 @@ def cross_entropy(input: Tensor, target: Tensor | np.ndarray, ignore_index: int 
     1.3863
     """
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
+    check_targets(t, input.shape[-1], ignore_index)
     return CrossEntropyFn.apply(input, t, ignore_index, reduction, label_smoothing)
+
+
+def check_targets(target: np.ndarray, n_classes: int, ignore_index: int) -> None:
+    """PyTorch's rule: every target is a class id in [0, C) or equals ``ignore_index``.
+
+    Without the check a negative id such as -1 (a common padding value) would silently
+    index class C - 1, in the loss and in the gradient.
+    """
+    t = np.asarray(target)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integer class ids, got dtype {t.dtype}")
+    bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+    if bad.any():
+        first = int(t[bad].flat[0])
+        hint = f"; to skip positions marked {first}, pass ignore_index={first}" if first < 0 else ""
+        raise IndexError(f"cross_entropy: target {first} is out of bounds for {n_classes} "
+                         f"classes (a target must be in [0, {n_classes}) or equal "
+                         f"ignore_index={ignore_index}{hint})")
 
 
 class LayerNormFn(Function):
@@ -257,6 +276,7 @@ def composed_cross_entropy(input: Tensor, target: Tensor | np.ndarray, ignore_in
                            reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     t = (target.data if isinstance(target, Tensor) else np.asarray(target)).reshape(-1)
     n_classes = input.shape[-1]
+    check_targets(t, n_classes, ignore_index)
     logp = composed_log_softmax(input.reshape(-1, n_classes), -1)  # (..., C) -> (N, C)
     valid = t != ignore_index
     picked = logp.gather(1, np.where(valid, t, 0)[:, None]).reshape(-1)  # (N,)
