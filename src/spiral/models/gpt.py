@@ -108,6 +108,11 @@ class GPTConfig:
         """The number of key/value heads (n_kv_heads, or n_heads when unset)."""
         return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
 
+    def kv_cache_bytes_per_token(self, itemsize: int = 4) -> int:
+        """What a KV cache stores per token: K and V, Hkv heads of head_dim, every layer:
+        2·L·Hkv·hd·itemsize bytes (H/Hkv times less than multi-head attention's)."""
+        return 2 * self.n_layers * self.kv_heads * self.head_dim * itemsize
+
     @property
     def hidden(self) -> int:
         """The FFN's hidden width."""
