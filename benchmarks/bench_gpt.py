@@ -129,7 +129,7 @@ def quality(seeds: list[int]) -> None:
     from benchmarks.torch_gpt import copy_to_spiral, train_torch
     from spiral.evaluate import evaluate
     from spiral.experiments.framework import mean_sd
-    from spiral.experiments.transformer_recipe import RECIPES, train_gpt
+    from spiral.recipes.gpt import RECIPES, train_gpt
 
     tune_malloc()
     torch.set_num_threads(1)  # the shared loop trains with one BLAS thread; so does torch
@@ -177,7 +177,7 @@ def paired(seeds: list[int]) -> None:
     from benchmarks.torch_gpt import copy_to_spiral, train_torch
     from spiral.evaluate import evaluate
     from spiral.experiments.framework import mean_sd
-    from spiral.experiments.transformer_recipe import BETAS, RECIPES
+    from spiral.recipes.gpt import BETAS, RECIPES
     from spiral.optim import AdamW
     from spiral.train import TrainConfig, train
 

@@ -8,13 +8,23 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+from hypothesis import settings
 
 matplotlib.use("Agg")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
-if "SPIRAL_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
-    os.environ["SPIRAL_DATA_DIR"] = str(SHARED_DATA)
+# The suite needs nothing outside the repository: both corpora ship as test fixtures (the
+# registry still verifies their SHA-256, exactly as it does a download).
+FIXTURE_DATA = ROOT / "tests" / "fixtures" / "data"
+if "SPIRAL_DATA_DIR" not in os.environ:
+    os.environ["SPIRAL_DATA_DIR"] = str(FIXTURE_DATA)
+
+# Property tests: random exploration on a developer's machine, a fixed derandomized search in
+# CI (CI=true), so a landing never depends on luck; failures print a reproduction blob.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE",
+                                                                       "dev"))
 
 
 def corpora_available() -> bool:

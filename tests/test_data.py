@@ -47,9 +47,7 @@ def test_checksum_mismatch_is_rejected_and_nothing_kept(empty_cache, monkeypatch
 
 
 def test_download_verified_then_cached(empty_cache, monkeypatch):
-    payload = (Path(__file__).parent.parent.parent / "shared" / "data" / "names.txt")
-    if not payload.is_file():
-        pytest.skip("needs the shared copy of names.txt")
+    payload = Path(__file__).parent / "fixtures" / "data" / "names.txt"
     monkeypatch.setattr(data.urllib.request, "urlopen",
                         lambda *a, **k: io.BytesIO(payload.read_bytes()))
     text = data.load_text("names")

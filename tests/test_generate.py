@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from spiral.autograd import Tensor
@@ -45,6 +45,7 @@ def test_top_k_and_top_p_keep_the_right_sets() -> None:
 @settings(deadline=None, max_examples=50)
 @given(st.lists(st.floats(-20, 20), min_size=2, max_size=12), st.floats(0.05, 1.0),
        st.integers(1, 12), st.floats(0.1, 3.0))
+@example(z=[0.0, 4.97e-66], top_p=0.5, top_k=2, temperature=1.0)  # a near-tie CI once found
 def test_filtered_probabilities_are_a_distribution(z: list[float], top_p: float, top_k: int,
                                                     temperature: float) -> None:
     p = filter_probs(np.array(z), temperature, top_k, top_p)
@@ -69,3 +70,33 @@ def test_seeded_and_stops_at_stop_token() -> None:
     assert s[-1] == 2 and 2 not in s[:-1]
     with pytest.raises(ValueError):
         generate(model, [], 5, np.random.default_rng(0))
+
+
+def test_near_tie_keeps_the_argmax_as_torch_top_p_does() -> None:
+    """Equal float64 probabilities, logits 5e-66 apart: the larger logit is the one kept."""
+    p = filter_probs(np.array([0.0, 4.97e-66]), top_p=0.5)
+    assert p.tolist() == [0.0, 1.0]
+
+
+def test_top_p_matches_the_torch_rule_on_random_logits() -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        z = rng.normal(size=int(rng.integers(2, 20))) * 3
+        top_p = float(rng.uniform(0.05, 1.0))
+        t = torch.tensor(z)
+        sorted_logits, idx = torch.sort(t, descending=False)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cum <= 1 - top_p
+        remove[-1] = False
+        t[idx[remove]] = -float("inf")
+        expected = t.softmax(-1).numpy()
+        np.testing.assert_allclose(filter_probs(z, top_p=top_p), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [dict(top_p=2.0), dict(top_p=0.0), dict(top_p=-0.1),
+                                    dict(top_k=0), dict(top_k=-3), dict(temperature=-1.0),
+                                    dict(temperature=float("nan"))])
+def test_out_of_range_sampling_options_are_errors(kwargs) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        filter_probs(LOGITS, **kwargs)

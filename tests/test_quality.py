@@ -3,6 +3,7 @@ answers --help everywhere."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -74,10 +75,24 @@ def test_tour_quick_writes_a_report(tmp_path, capsys):
     assert (tmp_path / "tour.md").is_file() and (tmp_path / "tour.json").is_file()
     import json
 
+    # a real report: one self-contained page with the leaderboard drawn, each rung's settings,
+    # time and sample, and why the tour's GPT recipe is not the chapter's best
+    page = (tmp_path / "tour.html").read_text()
+    assert "data:image/png;base64," in page and "<link" not in page and "src='http" not in page
+    assert "Why the GPT" in page and "nanoGPT's baby recipe" in page
+    md = (tmp_path / "tour.md").read_text()
+    assert "![leaderboard](leaderboard.png)" in md and "Trained in" in md
+    assert (tmp_path / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in tmp_path.iterdir():  # written like any new file (mkstemp alone would give 0600)
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
+
     rows = json.loads((tmp_path / "tour.json").read_text())["rows"]
     for corpus in ("names", "shakespeare"):
         sub = {r["model"]: r for r in rows if r["corpus"] == corpus}
         assert sub["bigram (add-1)"]["parameters"] > 0
+        assert all(r["settings"] and r["sample"].strip() for r in sub.values())
         # every model beats the uniform rung on the same validation split
         uniform = sub["uniform over the vocabulary"]["val_nats"]
         assert all(r["val_nats"] < uniform for m, r in sub.items() if m != "uniform over the vocabulary")
@@ -119,3 +134,40 @@ def test_library_imports_only_declared_runtime_dependencies():
                 assert OPTIONAL_IMPORTS.get(top) == rel, (
                     f"{rel} imports {top!r}, which is not a runtime dependency in pyproject.toml"
                 )
+
+
+def test_the_library_never_imports_the_experiments():
+    """Arrows run one way: autograd <- nn <- models <- train <- experiments <- cli. Only the
+    command line (the top layer) may import :mod:`spiral.experiments`; recipes the CLI needs
+    live in the library (:mod:`spiral.recipes`)."""
+    import ast
+
+    allowed = {"src/spiral/cli.py"}
+    offenders = []
+    for path in sorted((ROOT / "src" / "spiral").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("src/spiral/experiments/") or rel in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            if any(n == "spiral.experiments" or n.startswith("spiral.experiments.")
+                   for n in names):
+                offenders.append(f"{rel}:{node.lineno}")
+    assert not offenders, "library modules import spiral.experiments: " + ", ".join(offenders)
+
+
+def test_experiments_live_in_concept_subpackages():
+    """No experiment module sits flat in spiral/experiments/ (only the framework does), and
+    every subpackage is named for a concept, never a stage number."""
+    folder = ROOT / "src" / "spiral" / "experiments"
+    flat = sorted(p.name for p in folder.glob("*.py") if p.name not in ("__init__.py",
+                                                                          "framework.py"))
+    assert flat == [], flat
+    for sub in folder.iterdir():
+        if sub.is_dir() and sub.name != "__pycache__":
+            assert (sub / "__init__.py").is_file(), sub
+            assert not re.search(r"\d", sub.name), sub.name

@@ -154,7 +154,7 @@ def test_cli_train_and_sample_write_a_run_directory(tmp_path: Path,
 def test_fit_text_trains_the_recipe_on_any_text() -> None:
     from spiral.evaluate import evaluate
     from spiral.tokenizers.char import CharTokenizer
-    from spiral.train_cli import fit_text
+    from spiral.recipes.mlp import fit_text
 
     text = "abcabcabd " * 200
     rng = np.random.default_rng(0)

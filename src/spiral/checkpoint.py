@@ -78,6 +78,9 @@ def save(path: str | Path, model: Any, optimizer: Any = None, *, step: int = 0,
         save_file(tensors, tmp, metadata={"spiral": json.dumps(header)})
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        from spiral.records import default_file_mode
+
+        os.chmod(tmp, default_file_mode())  # mkstemp's 0600 would hide the file from others
         os.replace(tmp, path)  # atomic on POSIX and Windows
     finally:
         if os.path.exists(tmp):

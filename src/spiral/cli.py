@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spiral import cli_args
 from spiral import stages as stages_mod
 
 # Subcommands contributed by later stages: module path -> function(subparsers) -> None.
@@ -29,9 +31,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
+    from spiral.experiments.framework import discover
+
+    with_experiments = {e.stage for e in discover().values()}
     rows = []
     for s in stages_mod.STAGES:
-        st = stages_mod.status(s)
+        st = stages_mod.status(s, with_experiments)
         mark = {True: "yes", False: "-"}
         rows.append([
             s.number, s.title, s.spiral, f"{s.reading_minutes} min",
@@ -50,6 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from spiral.experiments.framework import discover, execute
 
+    cli_args.apply_data_dir(args)
     found = discover()
     if args.stage == "all":
         chosen = sorted(found.values(), key=lambda e: (e.stage, e.name))
@@ -70,11 +76,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     variant = "quick" if args.quick else "full"
     out = Path(args.out)
     rows = []
-    for exp in tqdm(chosen, desc=f"spiral run {args.stage} ({variant})", unit="exp"):
-        record = execute(exp, variant, seed=args.seed, out=out, check=not args.no_check)
-        summary = exp.summary(record["results"]) if exp.summary else []
-        text = "; ".join(f"{k}: {v}" for k, v in summary)
-        rows.append([exp.stage, exp.name, f"{record['provenance']['wall_time_s']:.1f}s", text])
+    with tqdm(chosen, desc=f"spiral run {args.stage} ({variant})", unit="exp") as bar:
+        for exp in bar:
+            record = execute(exp, variant, seed=args.seed, out=out, check=not args.no_check)
+            summary = exp.summary(record["results"]) if exp.summary else []
+            text = "; ".join(f"{k}: {v}" for k, v in summary)
+            rows.append([exp.stage, exp.name, f"{record['provenance']['wall_time_s']:.1f}s",
+                         text])
     print(_table(["stage", "experiment", "time", "summary"], rows))
     print(f"results and figures written under {out}/")
     return 0
@@ -83,21 +91,55 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_book(args: argparse.Namespace) -> int:
     root = stages_mod.repo_root()
     if root is None:
-        print("spiral book: run this from a clone of the spiral repository (mkdocs.yml needed)",
-              file=sys.stderr)
-        return 2
-    cmd = [sys.executable, "-m", "mkdocs", "serve" if args.serve else "build", "--strict"]
-    if not args.serve:
-        cmd += ["--site-dir", str(Path(args.site_dir).resolve())]
-    return subprocess.call(cmd, cwd=root)
+        raise ValueError("run this from a clone of the spiral repository (mkdocs.yml needed)")
+    if importlib.util.find_spec("mkdocs") is None:
+        raise ValueError("the book needs MkDocs, which the docs extra installs: "
+                         "pip install -e \".[docs]\" -c constraints.txt")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    if args.serve:
+        cmd = [sys.executable, "-m", "mkdocs", "serve", "--strict", "--dev-addr", args.addr]
+        print(f"serving the book at http://{args.addr}/ (Ctrl-C stops the server)")
+        return _run_child(cmd, root, env)
+    site = Path(args.site_dir).resolve()
+    rc = _run_child([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
+                     str(site)], root, env)
+    if rc == 0:
+        print(f"built the book: open {site / 'index.html'} in a browser (it works from disk, "
+              "search included), or preview it with `spiral book --serve`")
+    return rc
+
+
+def _run_child(cmd: list[str], cwd: Path, env: dict[str, str]) -> int:
+    """Run ``cmd`` and never leave it behind: Ctrl-C or SIGTERM stop the child too."""
+    import signal
+
+    child = subprocess.Popen(cmd, cwd=cwd, env=env)
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def cmd_tour(args: argparse.Namespace) -> int:
-    from spiral.tour import run_tour
+    from spiral import cli_args
+    from spiral.tour import DEFAULT_CORPORA, run_tour
 
-    if args.data:
-        os.environ["SPIRAL_DATA_DIR"] = str(Path(args.data).expanduser().resolve())
-    run_tour(quick=args.quick, out=Path(args.out), seed=args.seed)
+    cli_args.apply_data_dir(args)
+    run_tour(quick=args.quick, out=Path(args.out), seed=args.seed,
+             corpora=tuple(args.data or DEFAULT_CORPORA), progress=not args.no_progress)
     return 0
 
 
@@ -106,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spiral",
         description="spiral: building language models from first principles.",
     )
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error (also: SPIRAL_DEBUG=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("stages", help="list the 18 stages and what exists for each",
@@ -120,16 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true", help="the fast variant used by the tests")
     r.add_argument("--out", default="spiral-results",
                    help="output folder (default: spiral-results; the book reads docs/results)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the experiment's generator")
+    r.add_argument("--seed", type=cli_args.nonneg_int, default=0,
+                   help="seed of the experiment's generator")
     r.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
     r.add_argument("--no-check", action="store_true",
                    help="do not assert the chapter's claims on the results")
+    cli_args.add_data_dir(r)
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("book", help="build (or serve) the book from the committed results",
                        description="Build the book with mkdocs --strict from docs/ and the "
                        "committed results; --serve starts a local preview server.")
     b.add_argument("--serve", action="store_true", help="serve with live reload")
+    b.add_argument("--addr", default="127.0.0.1:8000",
+                   help="address for --serve (default 127.0.0.1:8000)")
     b.add_argument("--site-dir", default="site", help="output folder for the built site")
     b.set_defaults(func=cmd_book)
 
@@ -137,11 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the curriculum's ladder of models on tiny "
                        "Shakespeare and names, score each with the shared evaluator on the "
                        "same validation split, print a leaderboard and write a report.")
-    t.add_argument("--quick", action="store_true", help="a small, fast tour (seconds)")
-    t.add_argument("--out", default="spiral-tour", help="folder for tour.md and tour.json")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--data", metavar="PATH",
-                   help="folder holding the corpora (overrides SPIRAL_DATA_DIR)")
+    t.add_argument("--quick", action="store_true",
+                   help="a small, fast tour (about a minute): short training, not results")
+    t.add_argument("--out", default="spiral-tour",
+                   help="folder for tour.html, tour.md, tour.json (default: spiral-tour)")
+    t.add_argument("--seed", type=cli_args.nonneg_int, default=0)
+    t.add_argument("--data", nargs="+", type=cli_args.corpus, metavar="CORPUS",
+                   help="corpora to climb: names | shakespeare | PATH of a UTF-8 text file "
+                        "(default: names and shakespeare)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cli_args.add_data_dir(t)
     t.set_defaults(func=cmd_tour)
 
     for spec in EXTENSIONS:
@@ -159,20 +212,46 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False) or os.environ.get("SPIRAL_DEBUG"))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        print(f"spiral {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `spiral stages | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception as err:  # a clear one-line error instead of a traceback
-        from spiral.data import DataError
+    except Exception as err:  # every user error is one line; the traceback behind --debug
+        _close_progress_bars()
+        if debug:
+            raise
+        print(f"spiral {args.command}: error: {_describe(err)}", file=sys.stderr)
+        return 1
 
-        if isinstance(err, (DataError, ValueError, FileNotFoundError)):
-            print(f"spiral {args.command}: error: {err}", file=sys.stderr)
-            return 1
-        raise
+
+def _close_progress_bars() -> None:
+    """Close bars left open by an exception, so the error line is not drawn into one."""
+    try:
+        from tqdm import tqdm
+    except ModuleNotFoundError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, MemoryError):
+        return ("out of memory: the batch, context or model is too large for this machine "
+                "(try a smaller --batch-size or --context-length)")
+    text = str(err) or type(err).__name__
+    from spiral.data import DataError
+
+    if isinstance(err, (DataError, ValueError, FileNotFoundError)):
+        return text
+    name = type(err).__name__
+    hint = "" if name.endswith("Error") and "Checkpoint" in name else \
+        " (run with --debug for the traceback)"
+    return f"{text}{hint}" if "Checkpoint" in name else f"{name}: {text}{hint}"
 
 
 if __name__ == "__main__":

@@ -242,6 +242,29 @@ def get_splits(
     return TextSplits(Path(key).stem if key not in REGISTRY else key, text[:cut], text[cut:])
 
 
+def check_char_corpus(splits: TextSplits, window: int) -> None:
+    """Raise :class:`DataError` when a corpus's splits cannot train and score a character model
+    whose training windows hold ``window`` tokens (the error says what is wrong with the text).
+    """
+    n_train = len(splits.train)
+    if n_train < window + 1:
+        raise DataError(
+            f"corpus '{splits.name}' is too short: its training part (the first 90 %) has "
+            f"{n_train} characters, and one training window needs {window + 1}. Give a longer "
+            f"text (at least {int((window + 1) / 0.9) + 2} characters) or a shorter context.")
+    if len(splits.val) < 2:
+        raise DataError(f"corpus '{splits.name}' leaves fewer than 2 characters for validation;"
+                        " give a longer text.")
+    unseen = sorted(set(splits.val) - set(splits.train))
+    if unseen:
+        shown = ", ".join(repr(c) for c in unseen[:8])
+        raise DataError(
+            f"corpus '{splits.name}': its validation part (the last 10 %) contains characters "
+            f"that never occur in its training part ({shown}{', ...' if len(unseen) > 8 else ''})"
+            "; a character model cannot score them. Give a longer text whose characters all "
+            "appear in its first 90 %.")
+
+
 # ---------------------------------------------------------------------------- batches
 
 

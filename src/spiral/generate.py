@@ -30,29 +30,43 @@ def filter_probs(logits: np.ndarray, temperature: float = 1.0, top_k: int | None
     [0.0, 0.0, 1.0]
     """
     z = np.asarray(logits, dtype=np.float64)
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    check_sampling_options(temperature, top_k, top_p)
     if temperature == 0:
         p = np.zeros_like(z)
         p[int(np.argmax(z))] = 1.0
         return p
     z = z / temperature
-    if top_k is not None and 0 < top_k < z.size:
+    if top_k is not None and top_k < z.size:
         kth = np.partition(z, -top_k)[-top_k]
-        z = np.where(z < kth, -np.inf, z)
+        z = np.where(z < kth, -np.inf, z)  # ties with the k-th logit are kept, as in torch
     p = np.exp(z - z.max())
     p /= p.sum()
     if top_p is not None and top_p < 1.0:
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        order = np.argsort(-p, kind="stable")
+        # The rule of Hugging Face's TopPLogitsWarper: sort the LOGITS ascending, drop the
+        # tokens whose cumulative probability is <= 1 - top_p, and always keep the last
+        # (largest) one. Sorting logits rather than rounded probabilities means a near-tie
+        # (two logits 1e-66 apart, equal probabilities in float64) never drops the argmax.
+        # ascending logits; among exact ties the lowest index sorts last, so the token kept
+        # is np.argmax's (the one greedy decoding picks)
+        order = np.lexsort((-np.arange(z.size), z))
         cum = np.cumsum(p[order])
-        n_keep = int(np.searchsorted(cum, top_p) + 1)  # smallest prefix with mass >= top_p
-        keep = np.zeros(p.size, dtype=bool)
-        keep[order[:n_keep]] = True
-        p = np.where(keep, p, 0.0)
+        remove = cum <= 1.0 - top_p
+        remove[-1] = False
+        p[order[remove]] = 0.0
         p /= p.sum()
     return p
+
+
+def check_sampling_options(temperature: float = 1.0, top_k: int | None = None,
+                           top_p: float | None = None) -> None:
+    """Raise ``ValueError`` with the accepted range for an out-of-range sampling option."""
+    if not (np.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be a whole number >= 1 (or omitted for no limit), "
+                         f"got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (1 keeps every token), got {top_p}")
 
 
 def generate(model: Any, prompt: Sequence[int], max_new_tokens: int, rng: np.random.Generator,
@@ -86,3 +100,22 @@ def generate(model: Any, prompt: Sequence[int], max_new_tokens: int, rng: np.ran
         if hasattr(model, "train"):
             model.train(was_training)
     return out
+
+
+def sample_text(model: Any, tok: Any, rng: np.random.Generator, *, n: int = 20,
+                prompt: str = "\n", names: bool = True, max_new_tokens: int = 500,
+                temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None) -> str:
+    """``n`` names (one per line) or one passage of ``max_new_tokens`` characters."""
+    start = tok.encode(prompt)
+    if names:
+        nl = tok.encode("\n")[0]
+        out = []
+        for _ in range(n):
+            ids = generate(model, start, 40, rng, temperature=temperature, top_k=top_k,
+                           top_p=top_p, stop_token=nl)
+            out.append(prompt.lstrip("\n") + tok.decode(ids).rstrip("\n"))
+        return "\n".join(out)
+    ids = generate(model, start, max_new_tokens, rng, temperature=temperature, top_k=top_k,
+                   top_p=top_p)
+    return prompt + tok.decode(ids)

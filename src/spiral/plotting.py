@@ -7,8 +7,7 @@ shows a real change.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,18 +75,21 @@ def direct_label(
     )
 
 
+def figure_png(fig: Figure) -> bytes:
+    """The figure as deterministic PNG bytes (no metadata), in the house style."""
+    buf = io.BytesIO()
+    with plt.rc_context(RC):
+        fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Save ``fig`` as a deterministic PNG (no metadata), atomically, and close it."""
+    from spiral.records import atomic_write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        with plt.rc_context(RC):
-            fig.savefig(tmp, format="png", metadata={"Software": None})
-        os.replace(tmp, path)
+        atomic_write_bytes(path, figure_png(fig))
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         plt.close(fig)
     return path

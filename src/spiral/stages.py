@@ -81,10 +81,12 @@ def repo_root() -> Path | None:
     return None
 
 
-def status(stage: Stage) -> dict[str, bool]:
-    """Which of chapter, code, experiments, tests and coverage map exist for ``stage``."""
-    from spiral.experiments.framework import for_stage
+def status(stage: Stage, experiment_stages: set[int] | None = None) -> dict[str, bool]:
+    """Which of chapter, code, experiments, tests and coverage map exist for ``stage``.
 
+    ``experiment_stages`` is the set of stages that have experiments (the command line, which
+    sits above :mod:`spiral.experiments`, supplies it; the library never imports them).
+    """
     root = repo_root()
     code = bool(stage.modules) and all(
         _module_exists(m) for m in stage.modules
@@ -101,7 +103,7 @@ def status(stage: Stage) -> dict[str, bool]:
     return {
         "chapter": chapter,
         "code": code,
-        "experiments": bool(for_stage(stage.number)),
+        "experiments": stage.number in (experiment_stages or set()),
         "tests": tests,
         "coverage": coverage,
     }

@@ -1,14 +1,15 @@
-"""``spiral tour``: the curriculum's ladder of models, scored by one evaluator.
+"""``spiral tour``: the curriculum's ladder of models, trained and scored by one evaluator.
 
-Each rung is trained on the training split of a corpus and scored by
-:func:`spiral.evaluate.evaluate` on the same validation split, so the leaderboard compares
-like with like: nats and bits per character, parameters, training time and a sample. The
-ladder grows as stages land (n-grams from stage 1; the MLP and the GPT later).
+Every rung is trained on a corpus's training split and scored by :func:`spiral.evaluate.evaluate`
+on the same validation split (every position scored), from the uniform distribution through
+n-grams and the MLP to the GPT. The report (:mod:`spiral.tour_report`) gives each rung's
+settings, time and a sample, as Markdown and as a self-contained HTML page with the
+leaderboard drawn as a figure.
 """
 
 from __future__ import annotations
 
-import json
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -20,8 +21,9 @@ import numpy as np
 
 from spiral import data
 from spiral.evaluate import evaluate
-from spiral.experiments.framework import atomic_write_text, git_sha
 from spiral.tokenizers.char import CharTokenizer
+
+DEFAULT_CORPORA = ("names", "shakespeare")
 
 
 class UniformModel:
@@ -46,71 +48,79 @@ class UniformModel:
 class Rung:
     label: str
     stage: int
-    build: Callable[..., Any]  # (train text, |V|, rng[, corpus=]) -> a trained model
+    # (corpus, train text, |V|, rng, progress) -> a trained model
+    build: Callable[[str, str, int, np.random.Generator, bool], Any]
+    settings: str = ""
 
 
-def _ngram(order: int, smoothing: str, **kw: Any) -> Callable[..., Any]:
-    def build(train: str, vocab_size: int, rng: np.random.Generator) -> Any:
-        from spiral.ngram import NGramLM
+def _ngram(order: int, smoothing: str) -> Rung:
+    from spiral.ngram import NGramLM
 
-        # Fitted on the text, its ids are CharTokenizer.from_text(train)'s (sorted chars).
-        return NGramLM(order, smoothing=smoothing, **kw).fit(train)
+    names = {1: "unigram", 2: "bigram", 3: "trigram"}
+    if smoothing == "laplace":
+        label, settings = f"{names[order]} (add-1)", f"order {order}, add-one (Laplace) smoothing"
+    else:
+        discount = inspect.signature(NGramLM).parameters["discount"].default
+        label = f"{names.get(order, f'{order}-gram')} Kneser-Ney"
+        settings = f"order {order}, interpolated Kneser-Ney, discount {discount}"
 
-    return build
+    def build(corpus: str, train: str, vocab_size: int, rng: np.random.Generator,
+              progress: bool) -> Any:
+        # Fitted on the text; its ids are CharTokenizer.from_text(train)'s (sorted chars).
+        return NGramLM(order, smoothing=smoothing).fit(train)
 
-
-def _mlp(quick: bool) -> Callable[..., Any]:
-    def build(train: str, vocab_size: int, rng: np.random.Generator) -> Any:
-        from spiral.train_cli import fit_text
-
-        # the stage-4 default recipe; --quick trains it briefly (a smoke rung, not a result)
-        over = {"max_steps": 300, "eval_interval": 300} if quick else None
-        return fit_text(train, rng, train_overrides=over)
-
-    return build
+    return Rung(label, 1, build, settings)
 
 
-def _gpt(quick: bool) -> Callable[..., Any]:
-    def build(train: str, vocab_size: int, rng: np.random.Generator, corpus: str = "") -> Any:
-        from spiral.experiments.transformer_recipe import train_gpt
+def _mlp(quick: bool) -> Rung:
+    from spiral.models.mlp import MLPConfig
+    from spiral.recipes.mlp import fit_text
+    from spiral.train import TrainConfig
 
-        # nanoGPT's "baby" CPU recipe (stage 8); --quick trains it briefly (a smoke rung)
-        over = {"max_steps": 40, "eval_interval": 40, "warmup_steps": 10} if quick else None
+    over = {"max_steps": 300, "eval_interval": 300} if quick else {}
+    m, t = MLPConfig(vocab_size=1), TrainConfig(**over)
+    settings = (f"stage 4's recipe: context {m.n_context}, embedding {m.d_embed}, "
+                f"{m.n_layers} hidden layers of {m.d_hidden} ({m.activation}); AdamW lr {t.lr}, "
+                f"{t.max_steps} steps of {t.batch_size} windows × {t.seq_len} characters")
+
+    def build(corpus: str, train: str, vocab_size: int, rng: np.random.Generator,
+              progress: bool) -> Any:
+        return fit_text(train, rng, train_overrides={**over, "progress": progress})
+
+    label = "MLP (stage 4 recipe)" + (f", {t.max_steps} steps" if quick else "")
+    return Rung(label, 4, build, settings)
+
+
+def _gpt(quick: bool) -> Rung:
+    from spiral.models.gpt import GPTConfig
+    from spiral.recipes.gpt import RECIPES, train_gpt
+
+    over = {"max_steps": 40, "eval_interval": 40, "warmup_steps": 10} if quick else {}
+    m, r = GPTConfig.preset("baby", 1), {**RECIPES["baby"], **over}
+    settings = (f"nanoGPT's baby recipe (stage 8): {m.n_layers} layers × {m.d_model} wide, "
+                f"{m.n_heads} heads, context {m.context_length}, dropout {m.dropout}; AdamW lr "
+                f"{r['lr']}, {r['max_steps']} steps of {r['batch_size']} windows × "
+                f"{m.context_length} characters")
+
+    def build(corpus: str, train: str, vocab_size: int, rng: np.random.Generator,
+              progress: bool) -> Any:
         seed = int(rng.integers(1 << 31))
-        return train_gpt(corpus, preset="baby", seed=seed, train_overrides=over,
-                         progress=False)["model"]
+        # the recipe reads the corpus's fixed split itself (same training text as the others)
+        return train_gpt(corpus, preset="baby", seed=seed, train_overrides=over or None,
+                         progress=progress)["model"]
 
-    return build
+    label = "GPT baby (stage 8 recipe)" + (f", {r['max_steps']} steps" if quick else "")
+    return Rung(label, 8, build, settings)
 
 
 def ladder(quick: bool) -> list[Rung]:
+    """The rungs, cheapest first; ``quick`` drops the slow ones and shortens the training."""
     rungs = [Rung("uniform over the vocabulary", 1,
-                  lambda tr, v, rng: UniformModel(v))]
-    try:
-        import spiral.ngram  # noqa: F401
-    except ModuleNotFoundError:
-        return rungs
-    rungs += [
-        Rung("unigram (add-1)", 1, _ngram(1, "laplace")),
-        Rung("bigram (add-1)", 1, _ngram(2, "laplace")),
-        Rung("trigram Kneser-Ney", 1, _ngram(3, "kneser_ney")),
-    ]
+                  lambda c, tr, v, rng, p: UniformModel(v), "p = 1/V for each training character")]
+    rungs += [_ngram(1, "laplace"), _ngram(2, "laplace"), _ngram(3, "kneser_ney")]
     if not quick:
-        rungs += [
-            Rung("5-gram Kneser-Ney", 1, _ngram(5, "kneser_ney")),
-            Rung("6-gram Kneser-Ney", 1, _ngram(6, "kneser_ney")),
-        ]
-    try:
-        import spiral.train_cli  # noqa: F401
-    except ModuleNotFoundError:
-        return rungs
-    rungs.append(Rung("MLP (stage 4 recipe)" + (", 300 steps" if quick else ""), 4, _mlp(quick)))
-    try:
-        import spiral.experiments.transformer_recipe  # noqa: F401
-    except ModuleNotFoundError:
-        return rungs
-    rungs.append(Rung("GPT baby (stage 8 recipe)" + (", 40 steps" if quick else ""), 8,
-                      _gpt(quick)))
+        rungs += [_ngram(5, "kneser_ney"), _ngram(6, "kneser_ney")]
+    rungs += [_mlp(quick), _gpt(quick)]
     return rungs
 
 
@@ -119,84 +129,62 @@ def _params(model: Any) -> int | None:
     return int(f()) if callable(f) else None
 
 
-def _generate_chars(model: Any, tok: CharTokenizer, rng: np.random.Generator, n: int) -> str:
-    """Sample from a neural model through the shared sampler (spiral.generate)."""
-    from spiral.train_cli import sample_text
+def _sample(model: Any, tok: CharTokenizer, rng: np.random.Generator, n: int) -> str:
+    """``n`` characters sampled from the model (counting models sample themselves)."""
+    if isinstance(model, UniformModel):
+        return tok.decode(model.sample(n, rng))
+    if hasattr(model, "generate"):
+        ids = model.generate(n, rng=rng)
+        return ids[:n] if isinstance(ids, str) else tok.decode(ids)
+    from spiral.generate import sample_text
 
     prompt = "\n" if "\n" in tok.stoi else tok.itos[0]
-    text = sample_text(model, tok, rng, prompt=prompt, names=False, max_new_tokens=n)
-    return str(text)[len(prompt):]
+    return sample_text(model, tok, rng, prompt=prompt, names=False, max_new_tokens=n)[1:]
 
 
-def _sample(model: Any, tok: CharTokenizer, rng: np.random.Generator, n: int) -> str:
-    try:
-        if isinstance(model, UniformModel):
-            ids = model.sample(n, rng)
-        elif hasattr(model, "generate"):  # counting models sample themselves
-            ids = model.generate(n, rng=rng)
-        else:  # neural models go through the shared sampler
-            return _generate_chars(model, tok, rng, n)
-        if isinstance(ids, str):
-            return ids[:n]
-        return tok.decode(ids)
-    except (AttributeError, TypeError):
-        return ""
-
-
-def run_tour(quick: bool = False, out: Path | None = None, seed: int = 0) -> dict[str, Any]:
-    """Train and score every rung on both corpora; print and save the leaderboard."""
+def run_tour(quick: bool = False, out: Path | None = None, seed: int = 0,
+             corpora: tuple[str, ...] = DEFAULT_CORPORA, progress: bool = True) -> dict[str, Any]:
+    """Train and score every rung on each corpus; print the leaderboard and write the report."""
     from tqdm import tqdm
 
-    corpora = ["names", "shakespeare"]
-    rows: list[dict[str, Any]] = []
+    from spiral.records import git_sha
+    from spiral.tour_report import format_leaderboard, write_report
+
     rungs = ladder(quick)
-    bar = tqdm(total=len(corpora) * len(rungs), desc="spiral tour", unit="model")
-    for corpus in corpora:
+    checked = []
+    for corpus in corpora:  # every corpus is checked before the first model trains
         splits = data.get_splits(corpus)
-        tok = CharTokenizer.from_text(splits.train)  # V = the training characters
-        val_ids = tok.encode_array(splits.val)
-        if quick:
-            val_ids = val_ids[:20_000]
-        for rung in rungs:
-            rng = np.random.default_rng(seed)
-            t0 = time.perf_counter()
-            if rung.stage == 8:  # the GPT recipe reads the corpus's fixed split itself
-                model = rung.build(splits.train, tok.vocab_size, rng, corpus=corpus)
-            else:
-                model = rung.build(splits.train, tok.vocab_size, rng)
-            train_s = time.perf_counter() - t0
-            res = evaluate(model, val_ids)
-            sample = _sample(model, tok, rng, 80 if corpus == "shakespeare" else 60)
-            rows.append({
-                "corpus": corpus, "model": rung.label, "stage": rung.stage,
-                "parameters": _params(model), "val_nats": res.nats, "val_bits": res.bits,
-                "perplexity": res.perplexity, "train_s": train_s, "n_tokens": res.n_tokens,
-                "sample": sample,
-            })
-            bar.update()
-    bar.close()
-    report = {"quick": quick, "seed": seed, "git_sha": git_sha(), "rows": rows}
-    text = format_leaderboard(rows)
-    print(text)
+        data.check_char_corpus(splits, 64)
+        checked.append((corpus, splits))
+    rows: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    with tqdm(total=len(corpora) * len(rungs), desc="spiral tour", unit="model",
+              disable=not progress, position=0) as bar:
+        for corpus, splits in checked:
+            tok = CharTokenizer.from_text(splits.train)  # V = the training characters
+            val_ids = tok.encode_array(splits.val)
+            if quick:
+                val_ids = val_ids[:20_000]
+            for rung in rungs:
+                bar.set_postfix_str(f"{splits.name}: {rung.label}")
+                rng = np.random.default_rng(seed)
+                t0 = time.perf_counter()
+                model = rung.build(corpus, splits.train, tok.vocab_size, rng, progress)
+                train_s = time.perf_counter() - t0
+                res = evaluate(model, val_ids)
+                sample = _sample(model, tok, rng, 200 if splits.name != "names" else 120)
+                rows.append({
+                    "corpus": splits.name, "model": rung.label, "stage": rung.stage,
+                    "settings": rung.settings, "parameters": _params(model),
+                    "val_nats": res.nats, "val_bits": res.bits, "perplexity": res.perplexity,
+                    "train_s": train_s, "n_tokens": res.n_tokens, "sample": sample,
+                })
+                bar.update()
+    report = {"quick": quick, "seed": seed, "git_sha": git_sha(),
+              "wall_s": time.perf_counter() - t_start, "rows": rows}
+    print(format_leaderboard(rows))
     if out is not None:
-        atomic_write_text(Path(out) / "tour.json", json.dumps(report, indent=1) + "\n")
-        atomic_write_text(Path(out) / "tour.md", "# spiral tour\n\n" + text + "\n")
-        print(f"\nreport written to {Path(out) / 'tour.md'}")
+        paths = write_report(report, Path(out))
+        print(f"\nreport written to {paths['html']} (and {paths['md'].name}, "
+              f"{paths['json'].name})")
     return report
-
-
-def format_leaderboard(rows: list[dict[str, Any]]) -> str:
-    out = []
-    for corpus in dict.fromkeys(r["corpus"] for r in rows):
-        sub = sorted((r for r in rows if r["corpus"] == corpus), key=lambda r: r["val_nats"])
-        out.append(f"\n## {corpus} (validation split, every position scored)\n")
-        out.append("| model | parameters | nats/char | bits/char | train s | sample |")
-        out.append("|---|---:|---:|---:|---:|---|")
-        for r in sub:
-            params = "-" if r["parameters"] is None else f"{r['parameters']:,}"
-            sample = r["sample"].replace("\n", "⏎").replace("|", "¦")[:60]
-            out.append(
-                f"| {r['model']} | {params} | {r['val_nats']:.4f} | {r['val_bits']:.4f} | "
-                f"{r['train_s']:.2f} | `{sample}` |"
-            )
-    return "\n".join(out)

@@ -62,6 +62,32 @@ class TrainConfig:
     progress: bool = True
     threads: int | None = 1       # BLAS threads while training (None = leave as is)
 
+    def __post_init__(self) -> None:
+        at_least = {"max_steps": 1, "batch_size": 1, "seq_len": 1, "grad_accum": 1,
+                    "warmup_steps": 0, "eval_interval": 1, "eval_tokens": 1,
+                    "checkpoint_interval": 0}
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or value < low:
+                raise ValueError(f"TrainConfig.{name} must be a whole number >= {low}, "
+                                 f"got {value!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr must be a finite number > 0, got {self.lr!r}")
+        for name in ("weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, "
+                                 f"got {value!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"TrainConfig.min_lr_ratio must be in [0, 1], "
+                             f"got {self.min_lr_ratio!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"TrainConfig.schedule must be 'cosine' or 'constant', "
+                             f"got {self.schedule!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"TrainConfig.threads must be >= 1 or None, got {self.threads!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -1,212 +1,206 @@
-"""``spiral train mlp`` and ``spiral sample``: train a model into a run directory, sample it.
+"""``spiral train mlp|gpt`` and ``spiral sample``: train a model into a run directory, sample it.
 
-A run directory holds ``config.json`` (model + training config, corpus, vocabulary),
-``metrics.jsonl`` (one line per evaluation), ``checkpoint.safetensors`` and ``samples.txt``.
-The defaults of :class:`~spiral.models.mlp.MLPConfig` and :class:`~spiral.train.TrainConfig`
-are the recipe the chapter reports, so ``spiral train mlp --data names --out runs/mlp`` is
-the measured run. Chapter: stage 4 (the training toolkit).
+Each model has its own options, built from its config's fields, so ``spiral train gpt
+--help`` shows the GPT's sizes with the chosen preset's values, and an option of the other
+model (``spiral train gpt --d-embed 64``) is an error rather than silently ignored. The
+recipes themselves live in :mod:`spiral.recipes`. Chapters: stage 4 (MLP), stage 8 (GPT).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spiral.models.mlp import MLPConfig, MLPLanguageModel
+from spiral import cli_args as ca
 
-# command-line flag -> (config class, field)
-_MODEL_FLAGS = ("n_context", "d_embed", "d_hidden", "n_layers", "activation", "dropout")
-_TRAIN_FLAGS = ("max_steps", "batch_size", "seq_len", "grad_accum", "lr", "weight_decay",
-                "grad_clip", "eval_interval", "warmup_steps", "schedule")
+# Training-loop options and their types; the GPT's window is its context length.
+_TRAIN_TYPES: dict[str, Any] = {
+    "max_steps": ca.positive_int, "batch_size": ca.positive_int, "seq_len": ca.positive_int,
+    "grad_accum": ca.positive_int, "lr": ca.positive_float, "min_lr_ratio": ca.unit_interval,
+    "warmup_steps": ca.nonneg_int, "weight_decay": ca.nonneg_float,
+    "grad_clip": ca.nonneg_float, "eval_interval": ca.positive_int,
+    "eval_tokens": ca.positive_int, "checkpoint_interval": ca.nonneg_int,
+    "threads": ca.positive_int,
+}
+_TRAIN_CHOICES = {"schedule": ("cosine", "constant")}
+_MLP_TYPES: dict[str, Any] = {
+    "n_context": ca.positive_int, "d_embed": ca.positive_int, "d_hidden": ca.positive_int,
+    "n_layers": ca.nonneg_int, "dropout": ca.probability, "head_init_scale": ca.positive_float,
+    "context_length": ca.positive_int,
+}
+_MLP_CHOICES = {"activation": ("relu", "tanh", "gelu", "gelu_tanh", "silu")}
+_GPT_TYPES: dict[str, Any] = {
+    "context_length": ca.positive_int, "n_layers": ca.positive_int, "n_heads": ca.positive_int,
+    "d_model": ca.positive_int, "expansion": ca.positive_float, "dropout": ca.probability,
+    "init_std": ca.positive_float,
+}
+_GPT_CHOICES = {"placement": ("pre", "post"),
+                "positional": ("learned", "sinusoidal", "rope", "rope_halves", "alibi", "none")}
 
 
-def train_mlp(data_name: str, out_dir: str | Path | None = None, *, seed: int = 0,
-              model_overrides: dict[str, Any] | None = None,
-              train_overrides: dict[str, Any] | None = None, resume: bool = False,
-              progress: bool = True) -> dict[str, Any]:
-    """Train the MLP LM on a corpus's fixed split; returns config, final val loss, history."""
-    from spiral import checkpoint, data
-    from spiral.nn.module import param_groups
-    from spiral.optim import AdamW
-    from spiral.tokenizers.char import CharTokenizer
-    from spiral.train import TrainConfig, TrainState, train
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
-    splits = data.get_splits(data_name)
-    tok = CharTokenizer.from_text(splits.train)
-    train_ids, val_ids = tok.encode_array(splits.train), tok.encode_array(splits.val)
-    mcfg = MLPConfig(vocab_size=tok.vocab_size, **(model_overrides or {}))
-    tcfg = TrainConfig(seed=seed, progress=progress, **(train_overrides or {}))
-    rng = np.random.default_rng(seed)
-    model = MLPLanguageModel(mcfg, rng=rng)
-    opt = AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr)
-    config = {"model": "mlp", "data": str(data_name), "model_config": mcfg.to_dict(),
-              "train_config": tcfg.to_dict(), "vocab": "".join(tok.itos),
-              "n_parameters": model.num_parameters()}
-    state = TrainState()
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        ckpt = out / "checkpoint.safetensors"
-        if resume and ckpt.is_file():
-            header = checkpoint.load(ckpt, model, opt, rng)
-            state = TrainState(step=header["step"], history=header["history"])
+
+def _add_config_options(group: Any, config_cls: Any, defaults: dict[str, Any],
+                        types: dict[str, Any], choices: dict[str, tuple[str, ...]],
+                        skip: tuple[str, ...], what: str) -> list[str]:
+    """One option per field of ``config_cls`` (minus ``skip``); returns the field names."""
+    names = []
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        default = defaults.get(f.name)
+        shown = f"{what} default {default}"
+        if isinstance(default, bool):
+            group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction,
+                               default=None, help=shown)
+        elif f.name in choices:
+            group.add_argument(_flag(f.name), choices=choices[f.name], default=None, help=shown)
         else:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-        (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    t0 = time.perf_counter()
-    state = train(model, opt, train_ids, val_ids, tcfg, rng, out_dir=out, state=state,
-                  checkpoint_meta=config)
-    wall = time.perf_counter() - t0
-    result = {"config": config, "val_nats": state.history[-1]["val_loss"],
-              "train_s": wall, "history": state.history, "model": model, "tokenizer": tok}
-    if out is not None:
-        start = "\n" if "\n" in tok.stoi else splits.train[0]
-        text = sample_text(model, tok, np.random.default_rng(seed), n=20, prompt=start,
-                           names=splits.name == "names")
-        (out / "samples.txt").write_text(text + "\n")
-    return result
+            kind = types.get(f.name) or (ca.positive_int if default is None
+                                         else ca.type_for_default(default))
+            group.add_argument(_flag(f.name), type=kind, default=None, metavar="N"
+                               if kind in (ca.positive_int, ca.nonneg_int) else None, help=shown)
+        names.append(f.name)
+    return names
 
 
-def fit_text(train_text: str, rng: np.random.Generator, *,
-             model_overrides: dict[str, Any] | None = None,
-             train_overrides: dict[str, Any] | None = None) -> MLPLanguageModel:
-    """The default recipe trained on any text (for ``spiral tour``'s MLP rung).
-
-    Ids are ``CharTokenizer.from_text(train_text)``'s. Periodic validation uses the last
-    10 % of ``train_text`` (a monitor only; the caller scores its own validation split).
-    """
-    from spiral.nn.module import param_groups
-    from spiral.optim import AdamW
-    from spiral.tokenizers.char import CharTokenizer
-    from spiral.train import TrainConfig, train
-
-    tok = CharTokenizer.from_text(train_text)
-    ids = tok.encode_array(train_text)
-    model = MLPLanguageModel(MLPConfig(vocab_size=tok.vocab_size, **(model_overrides or {})),
-                             rng=rng)
-    tcfg = TrainConfig(progress=False, **(train_overrides or {}))
-    opt = AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr)
-    train(model, opt, ids, ids[-len(ids) // 10:], tcfg, rng)
-    return model
+def _common(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--data", type=ca.corpus, required=True,
+                   help="corpus: names | shakespeare | PATH of a UTF-8 text file")
+    p.add_argument("--out", default=default_out, help=f"run directory (default: {default_out})")
+    p.add_argument("--seed", type=ca.nonneg_int, default=0, help="seed (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ca.add_data_dir(p)
 
 
-def sample_text(model: Any, tok: Any, rng: np.random.Generator, *, n: int = 20,
-                prompt: str = "\n", names: bool = True, max_new_tokens: int = 500,
-                temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None) -> str:
-    """``n`` names (one per line) or one passage of ``max_new_tokens`` characters."""
-    from spiral.generate import generate
-
-    start = tok.encode(prompt)
-    if names:
-        nl = tok.encode("\n")[0]
-        out = []
-        for _ in range(n):
-            ids = generate(model, start, 40, rng, temperature=temperature, top_k=top_k,
-                           top_p=top_p, stop_token=nl)
-            out.append(prompt.lstrip("\n") + tok.decode(ids).rstrip("\n"))
-        return "\n".join(out)
-    ids = generate(model, start, max_new_tokens, rng, temperature=temperature, top_k=top_k,
-                   top_p=top_p)
-    return prompt + tok.decode(ids)
+def _picked(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
 
-def load_run(run_dir: str | Path) -> tuple[MLPLanguageModel, Any, dict[str, Any]]:
-    """(model, tokenizer, config) of a run directory written by ``spiral train``."""
-    from spiral import checkpoint
-    from spiral.tokenizers.char import CharTokenizer
-
-    run = Path(run_dir)
-    config = json.loads((run / "config.json").read_text())
-    model = MLPLanguageModel(MLPConfig(**config["model_config"]), rng=np.random.default_rng(0))
-    checkpoint.load(run / "checkpoint.safetensors", model)
-    return model, CharTokenizer(list(config["vocab"])), config
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    model_over = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
-    train_over = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
-    if args.model == "gpt":
-        return _cmd_train_gpt(args, train_over)
-    res = train_mlp(args.data, args.out, seed=args.seed, model_overrides=model_over,
-                    train_overrides=train_over, resume=args.resume,
-                    progress=not args.no_progress)
+def _report(res: dict[str, Any], out: str) -> None:
     from spiral.evaluate import LN2
 
     nats = res["val_nats"]
     print(f"validation: {nats:.4f} nats/char ({nats / LN2:.4f} bits), "
           f"{res['config']['n_parameters']:,} parameters, {res['train_s']:.0f} s")
-    print(f"run directory: {args.out}")
+    print(f"run directory: {out}  (sample it: spiral sample {out})")
+
+
+def cmd_train_mlp(args: argparse.Namespace) -> int:
+    from spiral.recipes.mlp import train_mlp
+
+    ca.apply_data_dir(args)
+    res = train_mlp(args.data, args.out, seed=args.seed,
+                    model_overrides=_picked(args, args.model_fields),
+                    train_overrides=_picked(args, args.train_fields), resume=args.resume,
+                    progress=not args.no_progress)
+    _report(res, args.out)
+    return 0
+
+
+def cmd_train_gpt(args: argparse.Namespace) -> int:
+    from spiral.recipes.gpt import train_gpt
+
+    ca.apply_data_dir(args)
+    res = train_gpt(args.data, args.out, preset=args.preset, seed=args.seed,
+                    model_overrides=_picked(args, args.model_fields),
+                    train_overrides=_picked(args, args.train_fields), resume=args.resume,
+                    progress=not args.no_progress)
+    _report(res, args.out)
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from spiral.generate import check_sampling_options, sample_text
+    from spiral.runs import load_run
+
+    check_sampling_options(args.temperature, args.top_k, args.top_p)
     model, tok, config = load_run(args.run_dir)
     names = config["data"] == "names"
     prompt = args.prompt if args.prompt is not None else "\n"
     if names and not prompt.startswith("\n"):
         prompt = "\n" + prompt
-    print(sample_text(model, tok, np.random.default_rng(args.seed), n=args.n, prompt=prompt,
-                      names=names, max_new_tokens=args.max_new_tokens,
-                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p))
+    missing = sorted(set(prompt) - set(tok.itos))
+    if missing:
+        raise ValueError(f"the prompt has characters this model never saw: {missing!r} "
+                         f"(its vocabulary is {''.join(tok.itos)!r})")
+    text = sample_text(model, tok, np.random.default_rng(args.seed), n=args.n, prompt=prompt,
+                       names=names, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    print(text.rstrip("\n"))  # exactly one newline at the end
     return 0
+
+
+def _train_defaults(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    from spiral.train import TrainConfig
+
+    base = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return {**base, **(overrides or {})}
+
+
+def _add_train_options(p: argparse.ArgumentParser, defaults: dict[str, Any],
+                       skip: tuple[str, ...]) -> list[str]:
+    from spiral.train import TrainConfig
+
+    g = p.add_argument_group("training loop")
+    return _add_config_options(g, TrainConfig, defaults, _TRAIN_TYPES, _TRAIN_CHOICES,
+                               skip + ("seed", "progress"), "")
 
 
 def add_subparser(subparsers: Any) -> None:
-    """Register ``train`` and ``sample`` on the ``spiral`` command's subparsers."""
-    mdef, tdef = MLPConfig(vocab_size=1), _train_defaults()
-    t = subparsers.add_parser("train", help="train a model into a run directory")
-    t.add_argument("model", choices=["mlp", "gpt"], help="which model (stage 4: mlp, stage 8: gpt)")
-    t.add_argument("--data", required=True, help="names | shakespeare | PATH to a text file")
-    t.add_argument("--out", default="runs/mlp", help="run directory (default: runs/mlp)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for name in _MODEL_FLAGS:
-        default = getattr(mdef, name)
-        t.add_argument("--" + name.replace("_", "-"), type=type(default), default=None,
-                       help=f"model: {name} (default {default})")
-    for name in _TRAIN_FLAGS:
-        default = tdef[name]
-        t.add_argument("--" + name.replace("_", "-"), type=type(default), default=None,
-                       help=f"training: {name} (default {default})")
-    t.add_argument("--config", default="baby", help="gpt: preset (baby | small; default baby)")
-    t.set_defaults(func=cmd_train)
+    """Register ``train mlp``, ``train gpt`` and ``sample`` on the ``spiral`` command."""
+    from spiral.models.gpt import GPTConfig
+    from spiral.models.mlp import MLPConfig
+    from spiral.recipes.gpt import RECIPES
 
-    s = subparsers.add_parser("sample", help="sample text from a trained run directory")
+    t = subparsers.add_parser("train", help="train a model (mlp or gpt) into a run directory",
+                              description="Train a model on a corpus's fixed split into a run "
+                              "directory (config.json, metrics.jsonl, checkpoint, samples).")
+    models = t.add_subparsers(dest="model", metavar="MODEL", required=True)
+
+    m = models.add_parser("mlp", help="the MLP language model (stage 4)",
+                          description="Train stage 4's MLP language model. The defaults are "
+                          "the recipe the chapter reports.")
+    _common(m, "runs/mlp")
+    g = m.add_argument_group("model (MLPConfig)")
+    mdef = dataclasses.asdict(MLPConfig(vocab_size=1))
+    m.set_defaults(model_fields=_add_config_options(g, MLPConfig, mdef, _MLP_TYPES,
+                                                    _MLP_CHOICES, ("vocab_size",), ""),
+                   train_fields=_add_train_options(m, _train_defaults(), ()),
+                   func=cmd_train_mlp)
+
+    gp = models.add_parser("gpt", help="the GPT of stage 8 (nanoGPT's recipes)",
+                           description="Train the GPT with nanoGPT's baby (default) or small "
+                           "recipe; options override the preset's values shown below.")
+    _common(gp, "runs/gpt")
+    gp.add_argument("--preset", choices=sorted(RECIPES), default="baby",
+                    help="model sizes and training recipe (default: baby)")
+    g = gp.add_argument_group("model (GPTConfig; defaults shown are the baby preset's)")
+    gdef = dataclasses.asdict(GPTConfig.preset("baby", 1))
+    gp.set_defaults(model_fields=_add_config_options(g, GPTConfig, gdef, _GPT_TYPES,
+                                                     _GPT_CHOICES, ("vocab_size",), ""),
+                    train_fields=_add_train_options(gp, _train_defaults(RECIPES["baby"]),
+                                                    ("seq_len",)),
+                    func=cmd_train_gpt)
+
+    s = subparsers.add_parser("sample", help="sample text from a trained run directory",
+                              description="Sample names or a passage from a run directory "
+                              "written by `spiral train` (MLP or GPT).")
     s.add_argument("run_dir", help="a directory written by `spiral train`")
     s.add_argument("--prompt", default=None, help="text to continue (names: a name prefix)")
-    s.add_argument("--n", type=int, default=10, help="how many names (names corpus)")
-    s.add_argument("--max-new-tokens", type=int, default=500)
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--top-p", type=float, default=None)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--n", type=ca.positive_int, default=10, help="how many names (names corpus)")
+    s.add_argument("--max-new-tokens", type=ca.positive_int, default=500)
+    s.add_argument("--temperature", type=ca.nonneg_float, default=1.0,
+                   help="0 = greedy, 1 = the model's own distribution (default 1)")
+    s.add_argument("--top-k", type=ca.positive_int, default=None,
+                   help="keep the k most likely tokens (default: all)")
+    s.add_argument("--top-p", type=ca.unit_interval, default=None,
+                   help="keep the smallest set of tokens with probability >= p, in (0, 1]")
+    s.add_argument("--seed", type=ca.nonneg_int, default=0)
     s.set_defaults(func=cmd_sample)
-
-
-def _train_defaults() -> dict[str, Any]:
-    from spiral.train import TrainConfig
-
-    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-
-
-# --- stage 8: `spiral train gpt --config baby` (the nanoGPT recipe; the MLP flags do not apply)
-def _cmd_train_gpt(args: argparse.Namespace, train_over: dict[str, Any]) -> int:
-    from spiral.evaluate import LN2
-    from spiral.experiments.transformer_recipe import train_gpt
-
-    out = "runs/gpt" if args.out == "runs/mlp" else args.out
-    res = train_gpt(args.data, out, preset=args.config, seed=args.seed,
-                    train_overrides=train_over, progress=not args.no_progress)
-    nats = res["val_nats"]
-    print(f"validation: {nats:.4f} nats/char ({nats / LN2:.4f} bits), "
-          f"{res['config']['n_parameters']:,} parameters, {res['train_s']:.0f} s")
-    print(f"run directory: {out}")
-    return 0

@@ -23,7 +23,7 @@ def test_train_encode_decode(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat. " * 40 + "<|eot|>", encoding="utf-8")
     model = tmp_path / "bpe.json"
-    assert run(["tokenize", "train", "--input", str(corpus), "--vocab-size", "265",
+    assert run(["tokenize", "train", "--data", str(corpus), "--vocab-size", "265",
                 "--out", str(model), "--special", "<|eot|>"]) == 0
     assert "saved" in capsys.readouterr().out
     tok = BPETokenizer.load(model)

@@ -74,7 +74,7 @@ def draw_graph(
     >>> x = Value(2.0); y = (x * x).tanh(); y.backward()
     >>> fig = draw_graph(y)
     """
-    from spiral.experiments.style import new_figure
+    from spiral.plotting import new_figure
 
     pos = layout(root)
     n_cols = 1 + int(max(c for c, _ in pos.values()))

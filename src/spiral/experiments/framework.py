@@ -10,16 +10,10 @@ turns each into a test of the claim the chapter makes.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import json
-import math
-import os
 import pkgutil
-import platform
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from spiral.records import atomic_write_text, git_sha, to_jsonable, versions
+
+__all__ = [
+    "Experiment", "atomic_write_text", "config_hash", "discover", "execute", "for_stage",
+    "git_sha", "load_results", "mean_sd", "to_jsonable", "versions",
+]
 
 Results = dict[str, Any]
 
@@ -52,24 +53,7 @@ class Experiment:
         return self.quick if variant == "quick" else self.full
 
 
-# ----------------------------------------------------------------------- JSON helpers
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Convert dataclasses, NumPy scalars/arrays, tuples and non-finite floats for JSON."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "inf" if obj > 0 else ("-inf" if obj < 0 else "nan")
-    return obj
+# ------------------------------------------------------------------ config hashes, seeds
 
 
 def config_hash(config: Any) -> str:
@@ -87,55 +71,24 @@ def mean_sd(values: Any) -> dict[str, Any]:
     return {"mean": float(v.mean()), "sd": sd, "n": int(v.size), "values": v.tolist()}
 
 
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def versions() -> dict[str, str]:
-    import matplotlib
-
-    import spiral
-
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "matplotlib": matplotlib.__version__,
-        "spiral": spiral.__version__,
-    }
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 # --------------------------------------------------------------------------- registry
 
 
 def discover() -> dict[str, Experiment]:
-    """Every ``EXPERIMENT`` defined by a module of :mod:`spiral.experiments`, by name."""
+    """Every ``EXPERIMENT`` defined by a module of :mod:`spiral.experiments`, by name.
+
+    Experiments live in subpackages named by concept (``spiral.experiments.ngram``,
+    ``spiral.experiments.attention``, ...); every module below the package is imported once
+    and its module-level ``EXPERIMENT`` (if any) is registered.
+    """
     import spiral.experiments as pkg
 
     found: dict[str, Experiment] = {}
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        if info.name in ("framework", "style", "runner"):
+    modules = pkgutil.walk_packages(pkg.__path__, prefix="spiral.experiments.")
+    for info in sorted(modules, key=lambda m: m.name):
+        if info.ispkg or info.name.rsplit(".", 1)[-1] in ("framework", "runner"):
             continue
-        module = importlib.import_module(f"spiral.experiments.{info.name}")
+        module = importlib.import_module(info.name)
         exp = getattr(module, "EXPERIMENT", None)
         if isinstance(exp, Experiment):
             if exp.name in found:
@@ -187,7 +140,7 @@ def execute(
         atomic_write_text(
             folder / "results.json", json.dumps(record, indent=1, sort_keys=False) + "\n"
         )
-        from spiral.experiments.style import save_figure
+        from spiral.plotting import save_figure
 
         for fig_name, fig in exp.plot(record["results"]).items():
             save_figure(fig, folder / f"{fig_name}.png")

@@ -11,6 +11,7 @@ steps then cosine decay to 1e-4, gradient clipping at 1.0:
 The run is scored by the shared evaluator on the WHOLE validation split (nanoGPT's own
 number is a 20-batch estimate). ``benchmarks/bench_gpt.py --quality`` trains the PyTorch
 reference with the same recipe and scores it with the same evaluator.
+Used by ``spiral train gpt``, the tour and the stage 8 experiments.
 Chapter: stage 8, "Stacking blocks into GPT".
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +41,28 @@ BETAS = (0.9, 0.99)
 
 def train_gpt(data_name: str, out_dir: str | Path | None = None, *, preset: str = "baby",
               seed: int = 0, model_overrides: dict[str, Any] | None = None,
-              train_overrides: dict[str, Any] | None = None,
+              train_overrides: dict[str, Any] | None = None, resume: bool = False,
               progress: bool = True) -> dict[str, Any]:
-    """Train a GPT preset on a corpus's fixed split; returns config, val nats, history, model."""
-    from spiral import data
-    from spiral.optim import AdamW
-    from spiral.tokenizers.char import CharTokenizer
-    from spiral.train import TrainConfig, train
+    """Train a GPT preset on a corpus's fixed split; returns config, val nats, history, model.
 
+    With ``out_dir``, the run directory gets ``config.json``, ``metrics.jsonl``, the
+    checkpoint and ``samples.txt``; ``resume=True`` continues from its checkpoint.
+    """
+    from spiral import checkpoint, data
+    from spiral.generate import sample_text
+    from spiral.optim import AdamW
+    from spiral.records import atomic_write_text
+    from spiral.tokenizers.char import CharTokenizer
+    from spiral.train import TrainConfig, TrainState, train
+
+    if preset not in RECIPES:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(RECIPES)}")
     splits = data.get_splits(data_name)
+    mcfg = GPTConfig.preset(preset, 1, **(model_overrides or {}))
+    data.check_char_corpus(splits, mcfg.context_length)
     tok = CharTokenizer.from_text(splits.train)
     train_ids, val_ids = tok.encode_array(splits.train), tok.encode_array(splits.val)
-    mcfg = GPTConfig.preset(preset, tok.vocab_size, **(model_overrides or {}))
+    mcfg = replace(mcfg, vocab_size=tok.vocab_size)
     recipe = {**RECIPES[preset], "seq_len": mcfg.context_length, **(train_overrides or {})}
     tcfg = TrainConfig(seed=seed, progress=progress, **recipe)
     rng = np.random.default_rng(seed)
@@ -60,14 +72,26 @@ def train_gpt(data_name: str, out_dir: str | Path | None = None, *, preset: str 
               "model_config": mcfg.to_dict(), "train_config": tcfg.to_dict(),
               "betas": list(BETAS), "vocab": "".join(tok.itos),
               "n_parameters": model.num_parameters()}
+    state = TrainState()
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-        (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        ckpt = out / "checkpoint.safetensors"
+        if resume and ckpt.is_file():
+            header = checkpoint.load(ckpt, model, opt, rng)
+            state = TrainState(step=header["step"], history=header["history"])
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(config, indent=1) + "\n")
     t0 = time.perf_counter()
-    state = train(model, opt, train_ids, val_ids, tcfg, rng, out_dir=out,
+    state = train(model, opt, train_ids, val_ids, tcfg, rng, out_dir=out, state=state,
                   checkpoint_meta=config)
     wall = time.perf_counter() - t0
+    if out is not None:
+        names = splits.name == "names"
+        prompt = "\n" if names else splits.train[0]
+        text = sample_text(model, tok, np.random.default_rng(seed), n=20, prompt=prompt,
+                           names=names)
+        atomic_write_text(out / "samples.txt", text.rstrip("\n") + "\n")
     return {"config": config, "val_nats": state.history[-1]["val_loss"], "train_s": wall,
             "history": state.history, "model": model, "tokenizer": tok}

@@ -15,10 +15,19 @@ import argparse
 import sys
 import time
 
+from spiral.cli_args import add_data_dir, corpus, positive_int
 from spiral.tokenizers.bpe import BPETokenizer
 from spiral.tokenizers.pretokenize import GPT2_PATTERN, GPT4_PATTERN
 
 PATTERNS = {"gpt2": GPT2_PATTERN, "gpt4": GPT4_PATTERN}
+
+
+def vocab_size(text: str) -> int:
+    """At least the 256 byte tokens."""
+    value = positive_int(text)
+    if value < 256:
+        raise argparse.ArgumentTypeError(f"must be >= 256 (the byte tokens), got {value}")
+    return value
 
 
 def _read_text(args: argparse.Namespace) -> str:
@@ -30,8 +39,10 @@ def _read_text(args: argparse.Namespace) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train on a registered corpus name or a UTF-8 file and save the merges as JSON."""
     from spiral import data
+    from spiral.cli_args import apply_data_dir
 
-    text = data.load_text(args.input)
+    apply_data_dir(args)
+    text = data.load_text(args.data)
     tok = BPETokenizer(pattern=PATTERNS[args.pattern], special_tokens=args.special or [])
     t0 = time.perf_counter()
     tok.train(text, args.vocab_size, trainer=args.trainer)
@@ -81,9 +92,11 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="tokenize_command", metavar="ACTION", required=True)
 
     t = sub.add_parser("train", help="learn merges from a corpus and save them as JSON")
-    t.add_argument("--input", default="shakespeare",
-                   help="registered corpus name (shakespeare, names) or a UTF-8 file")
-    t.add_argument("--vocab-size", type=int, default=4096,
+    t.add_argument("--data", "--input", dest="data", type=corpus, default="shakespeare",
+                   help="corpus: names | shakespeare | PATH of a UTF-8 text file "
+                        "(default shakespeare; --input is an older spelling)")
+    add_data_dir(t)
+    t.add_argument("--vocab-size", type=vocab_size, default=4096,
                    help="256 bytes + merges + special tokens (default 4096)")
     t.add_argument("--out", required=True, help="path of the JSON file to write")
     t.add_argument("--special", action="append", metavar="TOKEN",

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import PALETTE, direct_label, new_figure
+from spiral.plotting import PALETTE, direct_label, new_figure
 
 # published shapes (layers, heads, context) for the stored-probabilities arithmetic
 MODELS = {"GPT-2 small: 12 layers × 12 heads, n = 1,024": (12, 12, 1024),

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import PALETTE, direct_label, new_figure
+from spiral.plotting import PALETTE, direct_label, new_figure
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral.experiments.attention_common import (
+from spiral.experiments.attention.common import (
     Recipe,
     attention_lm,
     fit,
@@ -30,7 +30,7 @@ from spiral.experiments.attention_common import (
     shakespeare,
 )
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import PALETTE, direct_label, new_figure
+from spiral.plotting import PALETTE, direct_label, new_figure
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral.experiments.attention_common import (
+from spiral.experiments.attention.common import (
     Recipe,
     attention_lm,
     attention_probe,
@@ -35,7 +35,7 @@ from spiral.experiments.attention_common import (
     shakespeare,
 )
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.style import PALETTE, direct_label, new_figure
+from spiral.plotting import PALETTE, direct_label, new_figure
 
 
 @dataclass(frozen=True)

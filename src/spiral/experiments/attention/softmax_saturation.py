@@ -22,9 +22,9 @@ import numpy as np
 
 from spiral.autograd import Tensor
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import PALETTE, direct_label, new_figure
 from spiral.nn import functional as F
 from spiral.nn import kernels as K
+from spiral.plotting import PALETTE, direct_label, new_figure
 
 
 @dataclass(frozen=True)

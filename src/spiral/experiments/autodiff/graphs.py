@@ -153,7 +153,7 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     o.backward()
     loss, _ = mlp(results["mlp"]["params"], results["config_hidden"], results["config_target"])
     loss.backward()
-    from spiral.experiments.style import new_figure
+    from spiral.plotting import new_figure
 
     o2, _ = neuron(results["neuron"]["params"])
     snaps = backward_snapshots(o2)

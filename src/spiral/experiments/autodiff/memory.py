@@ -195,7 +195,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     step = results["step"]
     mib = 2.0**20

@@ -183,7 +183,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     sizes = results["sizes"]
     panels = (("inputs", "n inputs (m = 1)", "n inputs: forward pays n times"),

@@ -165,7 +165,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     h = 10.0 ** np.asarray(results["log10_h"])
     fig, axes = new_figure(1, 2, width=7.6, height=3.2, sharey=True)

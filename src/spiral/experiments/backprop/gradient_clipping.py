@@ -108,7 +108,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     fig, ax = new_figure(width=6.4, height=3.6)
     n_steps = max(len(c) for c in results["curves"].values())

@@ -113,7 +113,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     fig, axes = new_figure(1, 3, width=9.0, height=3.4, sharey=True)
     names = {"plain": "plain", "residual": "residual h + f(h)", "scaled": "residual h + f(h)/√L"}

@@ -102,7 +102,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, new_figure
+    from spiral.plotting import PALETTE, new_figure
 
     fig, axes = new_figure(1, 2, width=8.0, height=3.2, sharey=True)
     s = results["scales"]

@@ -80,7 +80,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import new_figure
+    from spiral.plotting import new_figure
 
     maps = results["heatmaps"]
     fig, axes = new_figure(1, len(maps), width=2.6 * len(maps), height=2.9)

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.mlp_sweeps import fit, short_recipe, val_ids
-from spiral.experiments.style import PALETTE, direct_label, new_figure
+from spiral.experiments.mlp.sweeps import fit, short_recipe, val_ids
+from spiral.plotting import PALETTE, direct_label, new_figure
 
 ACTS = ("relu", "tanh", "gelu", "silu")
 

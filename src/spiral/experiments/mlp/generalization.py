@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment
-from spiral.experiments.mlp_sweeps import fit, short_recipe
-from spiral.experiments.style import PALETTE, direct_label, new_figure
+from spiral.experiments.mlp.sweeps import fit, short_recipe
+from spiral.plotting import PALETTE, direct_label, new_figure
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ def short_recipe(max_steps: int, batch_size: int = 16, seq_len: int = 64,
 
 def fit(corpus: str, seed: int, model: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
     """Train one MLP (no run directory); returns the ``train_mlp`` result."""
-    from spiral.train_cli import train_mlp
+    from spiral.recipes.mlp import train_mlp
 
     return train_mlp(corpus, None, seed=seed, model_overrides=model, train_overrides=train,
                      progress=False)

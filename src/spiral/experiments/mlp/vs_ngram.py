@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.style import PALETTE, new_figure
+from spiral.plotting import PALETTE, new_figure
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     from spiral.evaluate import evaluate
     from spiral.ngram import NGramLM
     from spiral.tokenizers.char import CharTokenizer
-    from spiral.train_cli import train_mlp
+    from spiral.recipes.mlp import train_mlp
 
     out: dict[str, Any] = {}
     for corpus in config.corpora:

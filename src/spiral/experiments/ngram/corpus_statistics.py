@@ -15,7 +15,7 @@ import numpy as np
 
 from spiral import data
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import new_figure
+from spiral.plotting import new_figure
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from spiral.experiments import ngram_corpora as nc
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.style import PALETTE, direct_label, new_figure
+from spiral.experiments.ngram import corpora as nc
 from spiral.ngram import NGramLM
+from spiral.plotting import PALETTE, direct_label, new_figure
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from spiral.experiments import ngram_corpora as nc
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import PALETTE, new_figure
+from spiral.experiments.ngram import corpora as nc
 from spiral.ngram import NGramLM
+from spiral.plotting import PALETTE, new_figure
 from spiral.tokenizers.bpe import BPETokenizer
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.optim_tiny_lm import TinyLM, init_params, loss, names_examples, train
+from spiral.experiments.optimization.tiny_lm import TinyLM, init_params, loss, names_examples, train
 from spiral.optim import Adam
 from spiral.optim.schedules import linear_warmup
 
@@ -176,7 +176,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     mom = results["moments"]
     t = np.arange(1, len(mom["m"]) + 1)

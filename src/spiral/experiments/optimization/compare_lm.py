@@ -103,7 +103,7 @@ def _fit(config: Config, name: str, lr: float, seed: int, steps: int, train_key:
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
-    from spiral.experiments.stability_common import single_thread
+    from spiral.experiments.stability.common import single_thread
 
     grids = dict(config.lr_grids)
     out: dict[str, Any] = {"tuning": {}, "chosen_lr": {}, "by_optimizer": {}}
@@ -147,7 +147,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     fig, (a1, a2) = new_figure(1, 2, width=9.5, height=3.6, sharey=True)
     finals = {name: e["val_curve"][-2] for name, e in results["by_optimizer"].items()}

@@ -43,7 +43,7 @@ class Config:
 
 
 def _data() -> dict[str, Any]:
-    from spiral.experiments.optim_compare_lm import _names_ids
+    from spiral.experiments.optimization.compare_lm import _names_ids
 
     return _names_ids()
 
@@ -101,7 +101,7 @@ def _project(path: np.ndarray, d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarr
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     from spiral import train as T
-    from spiral.experiments.stability_common import single_thread
+    from spiral.experiments.stability.common import single_thread
     from spiral.models.mlp import MLPConfig, MLPLanguageModel
     from spiral.optim import Adam
 
@@ -156,7 +156,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, new_figure
+    from spiral.plotting import PALETTE, new_figure
 
     fig, axes = new_figure(1, 2, width=10.0, height=4.2)
     for ax, key, title in [(axes[0], "random", "filter-normalised random plane"),

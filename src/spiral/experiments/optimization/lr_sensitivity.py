@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.optim_tiny_lm import TinyLM, train
+from spiral.experiments.optimization.tiny_lm import TinyLM, train
 from spiral.optim import SGD, Adam, RMSprop
 
 OPTIMIZERS = {
@@ -95,7 +95,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     fig, ax = new_figure(width=6.4, height=3.8)
     lrs = np.asarray(results["lr_grid"])

@@ -125,7 +125,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     fig, (ax1, ax2) = new_figure(1, 2, width=9.0, height=3.6)
     for i, e in enumerate(results["per_kappa"]):

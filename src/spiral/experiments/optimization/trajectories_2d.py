@@ -116,7 +116,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, new_figure
+    from spiral.plotting import PALETTE, new_figure
 
     fig, axes = new_figure(1, 3, width=12.0, height=4.0)
     for ax, (surface, runs) in zip(axes, results["surfaces"].items()):

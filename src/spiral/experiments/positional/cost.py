@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import PALETTE, new_figure
+from spiral.plotting import PALETTE, new_figure
 
 ENCS = ("learned", "sinusoidal", "rope", "rope_halves", "alibi", "none")
 

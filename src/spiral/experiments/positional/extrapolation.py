@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.stability_common import spread_labels
-from spiral.experiments.style import PALETTE, new_figure
+from spiral.experiments.stability.common import spread_labels
+from spiral.plotting import PALETTE, new_figure
 
 ORDER = ("learned", "sinusoidal", "rope", "alibi", "none")
 
@@ -47,7 +47,7 @@ class Config:
 
 
 def _data() -> tuple[Any, np.ndarray, np.ndarray]:
-    from spiral.experiments.attention_common import shakespeare
+    from spiral.experiments.attention.common import shakespeare
 
     return shakespeare()
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from spiral.autograd import Tensor
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import PALETTE, direct_label, new_figure
 from spiral.nn.positional import apply_rope, rope_complex, rope_frequencies
+from spiral.plotting import PALETTE, direct_label, new_figure
 
 
 @dataclass(frozen=True)

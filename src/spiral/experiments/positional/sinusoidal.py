@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import PALETTE, direct_label, new_figure
 from spiral.nn.positional import sinusoidal_shift_matrix, sinusoidal_table, wavelengths
+from spiral.plotting import PALETTE, direct_label, new_figure
 
 
 @dataclass(frozen=True)

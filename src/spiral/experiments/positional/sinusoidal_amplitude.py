@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.positional_extrapolation import (
+from spiral.experiments.positional.extrapolation import (
     Config as StudyConfig,
 )
-from spiral.experiments.positional_extrapolation import (
+from spiral.experiments.positional.extrapolation import (
     _data,
     position_profile,
     score_at,
     train_one,
 )
-from spiral.experiments.style import PALETTE, direct_label, new_figure
+from spiral.plotting import PALETTE, direct_label, new_figure
 
 
 @dataclass(frozen=True)

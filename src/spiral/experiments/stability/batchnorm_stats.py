@@ -24,8 +24,8 @@ import numpy as np
 
 from spiral.autograd import no_grad
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.stability_common import single_thread
-from spiral.experiments.stability_models import NormedMLP, mlp_config, names_data
+from spiral.experiments.stability.common import single_thread
+from spiral.experiments.stability.models import NormedMLP, mlp_config, names_data
 from spiral.nn import functional as F
 from spiral.nn.norm import BatchNorm1d
 
@@ -68,7 +68,7 @@ def _probe(model: NormedMLP, px: np.ndarray, py: np.ndarray, batch: int) -> dict
 
 
 def _one(momentum: float, config: Config, seed: int) -> dict[str, Any]:
-    from spiral.experiments.stability_models import train_on_contexts
+    from spiral.experiments.stability.models import train_on_contexts
 
     d = names_data(3)
     rng = np.random.default_rng([seed, 7])
@@ -141,7 +141,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     figs = {}
     fig, axes = new_figure(1, 2, width=9.0, height=3.4)

@@ -30,7 +30,7 @@ def single_thread() -> Iterator[None]:
 
 def spread_labels(ax: Any, ends: list[tuple[float, float, str, str]], gap_pt: float = 9) -> None:
     """Direct labels at the lines' last points, nudged apart vertically so none overlap."""
-    from spiral.experiments.style import direct_label
+    from spiral.plotting import direct_label
 
     ax.autoscale_view()
     fig = ax.figure

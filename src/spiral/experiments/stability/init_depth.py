@@ -27,7 +27,7 @@ import numpy as np
 
 from spiral.autograd import Tensor
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.stability_common import single_thread, spread_labels
+from spiral.experiments.stability.common import single_thread, spread_labels
 from spiral.nn import functional as F
 from spiral.nn import init
 
@@ -118,7 +118,7 @@ def _run(config: Config) -> dict[str, Any]:
 
 
 def _plot_metric(results: dict[str, Any], metric: str, ylabel: str, log_tanh: bool) -> Any:
-    from spiral.experiments.style import PALETTE, new_figure
+    from spiral.plotting import PALETTE, new_figure
 
     fig, axes = new_figure(1, 2, width=9.6, height=3.8)
     for ax, act in zip(axes, ACTIVATIONS):

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.stability_common import single_thread, spread_labels
-from spiral.experiments.stability_models import NORMS, NormedMLP, mlp_config, names_data
+from spiral.experiments.stability.common import single_thread, spread_labels
+from spiral.experiments.stability.models import NORMS, NormedMLP, mlp_config, names_data
 
 LABELS = {"none": "no norm", "batchnorm": "BatchNorm", "layernorm": "LayerNorm",
           "rmsnorm": "RMSNorm"}
@@ -52,7 +52,7 @@ def _layer_timings(config: Config, rng: np.random.Generator) -> dict[str, float]
     median swings with other jobs (we saw one model's step take 1.4 ms and 14 ms); a low
     percentile estimates the unloaded cost."""
     from spiral.autograd import Tensor
-    from spiral.experiments.stability_models import make_hidden_norm
+    from spiral.experiments.stability.models import make_hidden_norm
 
     x = rng.standard_normal((config.batch_size * 8, config.d_hidden)).astype(np.float32)
     g = rng.standard_normal(x.shape).astype(np.float32)
@@ -69,7 +69,7 @@ def _layer_timings(config: Config, rng: np.random.Generator) -> dict[str, float]
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     from spiral.evaluate import evaluate
-    from spiral.experiments.stability_models import train_on_contexts
+    from spiral.experiments.stability.models import train_on_contexts
 
     d = names_data(3)
     out: dict[str, Any] = {"log_v": math.log(d["vocab_size"]), "runs": {}, "curves": {}}
@@ -117,7 +117,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, new_figure
+    from spiral.plotting import PALETTE, new_figure
 
     depths = sorted({int(k.split("_")[0][5:]) for k in results["curves"]})
     fig, axes = new_figure(1, len(depths), width=4.5 * len(depths), height=3.6, sharey=True)

@@ -28,7 +28,7 @@ import numpy as np
 
 from spiral.autograd import Tensor
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.stability_common import single_thread, spread_labels
+from spiral.experiments.stability.common import single_thread, spread_labels
 from spiral.nn import (
     Embedding,
     FeedForward,
@@ -113,7 +113,7 @@ def _train(placement: str, depth: int, config: Config, seed: int, d: dict[str, A
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
-    from spiral.experiments.stability_models import names_data
+    from spiral.experiments.stability.models import names_data
 
     d = names_data(3)
     out: dict[str, Any] = {"grad": {}, "final": {}, "curves": {}, "log_v": math.log(
@@ -166,7 +166,7 @@ def depth_before(depths: tuple[int, ...], depth: int) -> int:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     figs = {}
     fig, ax = new_figure(width=6.4, height=3.4)

@@ -26,8 +26,8 @@ import numpy as np
 
 from spiral.autograd import no_grad
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.stability_common import single_thread
-from spiral.experiments.stability_models import mlp_config, names_data
+from spiral.experiments.stability.common import single_thread
+from spiral.experiments.stability.models import mlp_config, names_data
 
 READOUTS = ("randn", "default", "default_x0.1", "zero")
 LABELS = {"randn": "N(0, 1)", "default": "torch default", "default_x0.1": "default × 0.1",
@@ -123,7 +123,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 def plot(results: dict[str, Any]) -> dict[str, Any]:
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     # left: every readout on a log loss axis; right: the three tame readouts, zoomed in on a
     # linear axis (their curves overlap on the left, so they get a legend there instead)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment
-from spiral.experiments.tokenization_compression import load_splits, zero_order_code
+from spiral.experiments.tokenization.compression import load_splits, zero_order_code
 
 EXAMPLES = ("gentlemen", "neighbour", "wherefore", "unfortunate", "Northumberland",
             "marriage", "thousand", "kingdom")
@@ -84,7 +84,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     rows = results["rows"]
     fig, ax = new_figure(width=6.0, height=3.4)

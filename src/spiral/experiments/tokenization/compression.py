@@ -143,7 +143,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     sweep = results["sweep"]
     v = [e["vocab_size"] for e in sweep]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment
-from spiral.experiments.tokenization_compression import load_splits
+from spiral.experiments.tokenization.compression import load_splits
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def _draw_tokens(ax: Any, tokens: list[str], width: int, title: str) -> None:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, new_figure
+    from spiral.plotting import PALETTE, new_figure
 
     counts = np.asarray(results["merge_counts"], dtype=float)
     lengths = np.asarray(results["token_lengths"], dtype=float)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.tokenization_compression import load_splits
+from spiral.experiments.tokenization.compression import load_splits
 
 BINS = ((0, 0, "unseen"), (1, 9, "1-9"), (10, 99, "10-99"), (100, 10**12, "100+"))
 VARIANTS = (("word", "{w}"), ("␣word", " {w}"), ("Word", "{W}"), ("␣Word", " {W}"),
@@ -126,7 +126,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, new_figure
+    from spiral.plotting import PALETTE, new_figure
 
     fig, (ax1, ax2) = new_figure(1, 2, width=8.4, height=3.2)
     labels = list(results["rare_words"])

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment
-from spiral.experiments.tokenization_compression import load_splits
+from spiral.experiments.tokenization.compression import load_splits
 
 #: (name, d_model, n_layers): nanoGPT's shakespeare-char model, and GPT-2 small.
 MODELS = (("6x384 (nanoGPT char)", 384, 6), ("12x768 (GPT-2 small)", 768, 12))
@@ -133,7 +133,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, direct_label, new_figure
+    from spiral.plotting import PALETTE, direct_label, new_figure
 
     sweep = results["sweep"]
     v = [e["vocab_size"] for e in sweep]

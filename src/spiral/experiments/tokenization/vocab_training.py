@@ -101,7 +101,7 @@ def train_and_score(config: Config, tok: Any, train_ids: np.ndarray, val_ids: np
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
-    from spiral.experiments.tokenization_compression import load_splits
+    from spiral.experiments.tokenization.compression import load_splits
 
     train, val = load_splits(config.max_train_chars, config.max_val_chars)
     n_val_chars = len(val)
@@ -146,7 +146,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    from spiral.experiments.style import PALETTE, new_figure
+    from spiral.plotting import PALETTE, new_figure
 
     sweep = results["sweep"]
     fig, axes = new_figure(1, 2, width=8.4, height=3.4)

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.style import PALETTE, new_figure
-from spiral.experiments.transformer_common import SmallRecipe, small_gpt, train_small
+from spiral.experiments.transformer.common import SmallRecipe, small_gpt, train_small
+from spiral.plotting import PALETTE, new_figure
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {},

@@ -16,9 +16,9 @@ import numpy as np
 from matplotlib.patches import FancyBboxPatch
 
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import PALETTE, new_figure
 from spiral.models.gpt import GPTConfig, count_parameters
 from spiral.nn.transformer import Block
+from spiral.plotting import PALETTE, new_figure
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from spiral.experiments.attention_common import shakespeare
+from spiral.experiments.attention.common import shakespeare
 from spiral.models.gpt import GPT, GPTConfig
 
 __all__ = ["SmallRecipe", "small_gpt", "train_small", "shakespeare"]

@@ -21,15 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from spiral.experiments.attention_common import row_entropy
+from spiral.experiments.attention.common import row_entropy
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import new_figure
-from spiral.experiments.transformer_common import (
+from spiral.experiments.transformer.common import (
     SmallRecipe,
     shakespeare,
     small_gpt,
     train_small,
 )
+from spiral.plotting import new_figure
 
 
 @dataclass(frozen=True)

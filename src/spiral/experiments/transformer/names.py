@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.style import PALETTE, new_figure
+from spiral.plotting import PALETTE, new_figure
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ EXPERIMENT = Experiment(
 
 def trial(argv: list[str] | None = None) -> dict[str, Any]:
     """A one-seed tuning trial on validation only, e.g.
-    ``python -m spiral.experiments.transformer_names d_model=128 dropout=0.2 max_steps=6000``
+    ``python -m spiral.experiments.transformer.names d_model=128 dropout=0.2 max_steps=6000``
     (``key=value`` overrides of the full :class:`Config`; prints validation losses)."""
     import json
     import sys

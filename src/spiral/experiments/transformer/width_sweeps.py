@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment
-from spiral.experiments.style import PALETTE, direct_label, new_figure
-from spiral.experiments.transformer_common import SmallRecipe, small_gpt, train_small
+from spiral.experiments.transformer.common import SmallRecipe, small_gpt, train_small
+from spiral.plotting import PALETTE, direct_label, new_figure
 
 
 @dataclass(frozen=True)
