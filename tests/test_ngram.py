@@ -241,6 +241,10 @@ def test_names_generation_restarts_after_each_end_marker():
         ({"order": -2}, "order"),
         ({"order": 2, "smoothing": "add_k", "k": 0.0}, "k > 0"),
         ({"order": 2, "smoothing": "add_k", "k": -1.0}, "k > 0"),
+        # regression: k = inf passed and every probability became nan -> 0 (perplexity inf)
+        ({"order": 2, "smoothing": "add_k", "k": float("inf")}, "finite k > 0"),
+        ({"order": 2, "smoothing": "add_k", "k": float("nan")}, "finite k > 0"),
+        ({"order": 2, "smoothing": "kneser_ney", "discount": float("nan")}, "discount"),
         ({"order": 2, "smoothing": "witten_bell"}, "smoothing"),
         ({"order": 2, "smoothing": "kneser_ney", "discount": 1.5}, "discount"),
     ],

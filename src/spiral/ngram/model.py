@@ -54,8 +54,8 @@ class NGramLM:
             raise ValueError(f"order must be an integer >= 1, got {order!r}")
         if smoothing not in SMOOTHINGS:
             raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
-        if smoothing == "add_k" and not k > 0:
-            raise ValueError(f"add-k smoothing needs k > 0, got k={k}")
+        if smoothing == "add_k" and not (k > 0 and math.isfinite(k)):
+            raise ValueError(f"add-k smoothing needs a finite k > 0, got k={k}")
         if smoothing == "kneser_ney" and not 0 < discount <= 1:
             raise ValueError(f"Kneser-Ney needs a discount in (0, 1], got {discount}")
         if context_length < 1:
