@@ -319,3 +319,13 @@ def test_benchmark_peers_compute_the_same_perplexity():
         ppl = bench.ours(train, val, n)
         assert bench.with_dict(train, val, n) == pytest.approx(ppl, rel=1e-9)
         assert bench.with_nltk(train, val, n) == pytest.approx(ppl, rel=1e-9)
+
+
+def test_symbols_before_the_context_window_are_not_encoded():
+    """Regression: prob() encoded the whole context, so an unknown symbol that the model never
+    looks at (it lies before the last order-1 tokens) raised."""
+    lm = NGramLM(3, "add_k", k=0.5).fit("abcabcabd")
+    assert lm.prob("zzab", "c") == lm.prob("ab", "c")
+    np.testing.assert_array_equal(lm.distribution("zzab"), lm.distribution("ab"))
+    with pytest.raises(ValueError):
+        lm.prob("az", "c")  # inside the window an unknown symbol is still an error

@@ -256,7 +256,8 @@ class NGramLM:
         markers yourself (``lm.prob("\\n\\n", "e")`` is P(first letter = e) at order 3).
         """
         self._check_fitted()
-        ctx = self.encode(context)[-(self.order - 1) :] if self.order > 1 else np.zeros(0, int)
+        keep = self.order - 1  # only the window is encoded: symbols before it do not matter
+        ctx = self.encode(context[-keep:]) if keep and len(context) else np.zeros(0, int)
         tgt = self.encode([int(token)] if self.kind == "int" else str(token))
         if len(tgt) != 1:
             raise ValueError(f"token must be a single token, got {token!r}")
@@ -271,7 +272,9 @@ class NGramLM:
         if isinstance(context, np.ndarray):
             ids = context.astype(np.int64)
         else:
-            ids = self.encode(context) if len(context) else np.zeros(0, dtype=np.int64)
+            keep = self.order - 1  # encode only the window (unknown symbols before it are fine)
+            ids = (self.encode(context[-keep:]) if keep and len(context)
+                   else np.zeros(0, dtype=np.int64))
         ids = ids[len(ids) - min(len(ids), self.order - 1) :]
         V = self.vocab_size
         code = self._ctx_codes(ids[None, :])
