@@ -126,3 +126,57 @@ def test_parameter_is_a_leaf_that_requires_grad() -> None:
     p = Parameter(np.ones(3, dtype=np.float32))
     assert p.requires_grad and p.is_leaf
     assert not Parameter(np.ones(3), requires_grad=False).requires_grad
+
+
+class Tied(Module):
+    """An embedding and an output head that share one matrix (Press & Wolf weight tying)."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        super().__init__()
+        self.emb = Embedding(5, 3, rng=rng)
+        self.head = Linear(3, 5, bias=False, rng=rng)
+        self.head.weight = self.emb.weight
+
+
+def test_state_dict_keeps_tied_aliases_like_torch() -> None:
+    """Regression: state_dict dropped 'head.weight', so torch's state dict of the same tied
+    model failed to load ("unexpected keys ['head.weight']")."""
+    torch = pytest.importorskip("torch")
+    ours = Tied(np.random.default_rng(0))
+    ref = torch.nn.Module()
+    ref.emb, ref.head = torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False)
+    ref.head.weight = ref.emb.weight
+    sd = ours.state_dict()
+    assert list(sd) == list(ref.state_dict()) == ["emb.weight", "head.weight"]
+    assert sd["emb.weight"] is sd["head.weight"]  # one tensor under two names, as in torch
+    assert [n for n, _ in ours.named_parameters()] == ["emb.weight"]  # still trained once
+    # torch's state dict (both keys) loads strictly, and ours loads into torch
+    ours.load_state_dict({k: v.detach().numpy() for k, v in ref.state_dict().items()})
+    np.testing.assert_array_equal(ours.head.weight.data, ref.emb.weight.detach().numpy())
+    ref.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    # a file that stored the tied tensor once still loads; disagreeing aliases do not
+    fresh = Tied(np.random.default_rng(1))
+    assert fresh.load_state_dict({"emb.weight": sd["emb.weight"]}) == ([], [])
+    np.testing.assert_array_equal(fresh.head.weight.data, sd["emb.weight"])
+    with pytest.raises(ValueError, match="tied"):
+        fresh.load_state_dict({"emb.weight": sd["emb.weight"], "head.weight": -sd["emb.weight"]})
+
+
+def test_module_used_twice_is_saved_under_both_paths_like_torch() -> None:
+    torch = pytest.importorskip("torch")
+    a = Linear(3, 3, rng=np.random.default_rng(0))
+    ta = torch.nn.Linear(3, 3)
+    ours, ref = Sequential(a, ReLU(), a), torch.nn.Sequential(ta, torch.nn.ReLU(), ta)
+    assert list(ours.state_dict()) == list(ref.state_dict())  # 0.weight ... 2.bias
+    ours.load_state_dict({k: v.detach().numpy() for k, v in ref.state_dict().items()})
+    np.testing.assert_array_equal(a.weight.data, ta.weight.detach().numpy())
+
+
+def test_checkpoint_round_trip_of_a_tied_model(tmp_path) -> None:
+    from spiral import checkpoint
+
+    src, dst = Tied(np.random.default_rng(0)), Tied(np.random.default_rng(1))
+    checkpoint.save(tmp_path / "c.safetensors", src)
+    checkpoint.load(tmp_path / "c.safetensors", dst)
+    np.testing.assert_array_equal(dst.emb.weight.data, src.emb.weight.data)
+    assert dst.head.weight is dst.emb.weight  # loading keeps the tie

@@ -25,6 +25,10 @@ import numpy as np
 from spiral.autograd import Tensor
 
 
+def _as_array(value: Any) -> np.ndarray:
+    return np.asarray(value.data if isinstance(value, Tensor) else value)
+
+
 class Parameter(Tensor):
     """A tensor that is a trainable part of a Module (``requires_grad=True`` by default).
 
@@ -180,15 +184,37 @@ class Module:
         return self
 
     # ------------------------------------------------------------ state
+    def _state_slots(self) -> list[tuple[str, Module, str, bool]]:
+        """(name, owner, attribute, is_parameter) of every saved tensor by EVERY path to it:
+        torch's ``state_dict`` order (parameters, then persistent buffers), tied tensors and
+        modules used twice listed under each of their names (``named_parameters`` lists once)."""
+        paths: list[tuple[str, Module]] = []
+
+        def walk(name: str, m: Module) -> None:
+            paths.append((name, m))
+            for k, c in m._modules.items():
+                walk(f"{name}.{k}" if name else k, c)
+
+        walk("", self)
+        params = [(f"{n}.{k}" if n else k, m, k, True) for n, m in paths
+                  for k, p in m._parameters.items() if p is not None]
+        return params + [(f"{n}.{k}" if n else k, m, k, False) for n, m in paths
+                         for k, b in m._buffers.items()
+                         if b is not None and k not in m._non_persistent]
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """{dotted name: array copy} for every parameter and persistent buffer."""
+        """{dotted name: array copy} for every parameter and persistent buffer.
+
+        A shared (tied) tensor appears under every name that reaches it, and all its names
+        hold the same array object, as in torch (where they share storage).
+        """
         out: dict[str, np.ndarray] = OrderedDict()
-        for name, p in self.named_parameters():
-            out[name] = p.data.copy()
-        for mname, m in self.named_modules():
-            for bname, b in m._buffers.items():
-                if b is not None and bname not in m._non_persistent:
-                    out[f"{mname}.{bname}" if mname else bname] = np.array(b, copy=True)
+        copies: dict[int, np.ndarray] = {}
+        for key, m, name, is_param in self._state_slots():
+            obj = m._parameters[name] if is_param else m._buffers[name]
+            if id(obj) not in copies:
+                copies[id(obj)] = obj.data.copy() if is_param else np.array(obj, copy=True)
+            out[key] = copies[id(obj)]
         return out
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> tuple[list[str],
@@ -196,37 +222,39 @@ class Module:
         """Copy arrays into parameters and buffers in place; returns (missing, unexpected).
 
         With ``strict`` a missing or unexpected key raises; a shape mismatch always raises.
+        A tied tensor is satisfied by any one of its names (a file that stored it once
+        loads); two of its names with different values are an error.
         """
-        own = self.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
+        slots = {key: (m, name, is_param) for key, m, name, is_param in self._state_slots()}
+        aliases: dict[int, list[str]] = {}
+        for key, (m, name, is_param) in slots.items():
+            obj = m._parameters[name] if is_param else m._buffers[name]
+            aliases.setdefault(id(obj), []).append(key)
+        missing, unexpected = [], [k for k in state if k not in slots]
+        for names in aliases.values():
+            given = [k for k in names if k in state]
+            if not given:
+                missing.extend(names)
+            for k in given[1:]:
+                if not np.array_equal(_as_array(state[k]), _as_array(state[given[0]])):
+                    raise ValueError(f"load_state_dict: {given[0]!r} and {k!r} name one tied "
+                                     "tensor but hold different values")
         if strict and (missing or unexpected):
             raise KeyError(
                 f"load_state_dict for {type(self).__name__}: missing keys {missing}, "
                 f"unexpected keys {unexpected}"
             )
-        targets: dict[str, tuple[Module, str, bool]] = {}
-        for mname, m in self.named_modules():
-            for pname in m._parameters:
-                targets[f"{mname}.{pname}" if mname else pname] = (m, pname, True)
-            for bname in m._buffers:
-                targets[f"{mname}.{bname}" if mname else bname] = (m, bname, False)
-        for key in own:  # the model's order, so errors name the first mismatching layer
+        for key, (m, name, is_param) in slots.items():  # model order: first mismatch named
             if key not in state:
                 continue
-            value = state[key]
-            arr = np.asarray(value.data if isinstance(value, Tensor) else value)
-            if arr.shape != own[key].shape:
+            arr = _as_array(state[key])
+            target = m._parameters[name].data if is_param else m._buffers[name]
+            if arr.shape != target.shape:
                 raise ValueError(
                     f"load_state_dict: shape mismatch for {key!r}: checkpoint has {arr.shape}, "
-                    f"model has {own[key].shape}"
+                    f"model has {target.shape}"
                 )
-            m, name, is_param = targets[key]
-            param = m._parameters[name] if is_param else None
-            if param is not None:
-                param.data[...] = arr
-            else:
-                m._buffers[name][...] = arr
+            target[...] = arr
         return missing, unexpected
 
     # ------------------------------------------------------------ printing
