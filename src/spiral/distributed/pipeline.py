@@ -66,6 +66,14 @@ def bubble_fraction(events: list[list[float]], start: int, end: int) -> float:
     return 1.0 - busy / (len(stages) * (t1 - t0))
 
 
+def _message(array: np.ndarray, clock: float) -> np.ndarray:
+    """The activation (or gradient) with the sender's logical clock appended, same dtype."""
+    msg = np.empty(array.size + 1, dtype=array.dtype)
+    msg[:-1] = array.reshape(-1)
+    msg[-1] = clock
+    return msg
+
+
 class PipelineStage:
     """Rank ``comm.rank``'s slice of a GPT and the loop that runs one schedule step."""
 
@@ -129,7 +137,7 @@ class PipelineStage:
                     if self.last:
                         loss += float(out.item())
                     else:
-                        msg = np.append(out.data.reshape(-1), clock)
+                        msg = _message(out.data, clock)
                         sends.append((self.comm.isend(msg, self.s + 1, op="pp"), msg))
                 else:
                     inp, out = stored.pop(i)
@@ -142,7 +150,7 @@ class PipelineStage:
                         out.backward(buf[:-1].reshape(b, T, C))
                     start, clock = clock, clock + COST["B"]
                     if not self.first:
-                        msg = np.append(inp.grad.reshape(-1), clock)
+                        msg = _message(inp.grad, clock)
                         sends.append((self.comm.isend(msg, self.s - 1, op="pp"), msg))
                     del inp, out
                 self.peak_in_flight = max(self.peak_in_flight, len(stored))

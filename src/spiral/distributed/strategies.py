@@ -38,6 +38,7 @@ from spiral.distributed.workload import (
     state_of,
 )
 from spiral.distributed.zero import ZeroRedundancyOptimizer, model_state_bytes
+from spiral.distributed.zero_checkpoint import load_sharded, save_sharded
 from spiral.optim import AdamW
 
 __all__ = ["STRATEGIES", "run_rank", "train"]
@@ -58,11 +59,14 @@ def _mean_over(comm: Comm, value: float) -> float:
     return float(buf[0]) / comm.size
 
 
-def run_rank(rank: int, world: int, spec: TrainSpec, parallel: str) -> dict[str, Any]:
-    """One rank's whole run; returns its losses, its parameters (or pieces) and counters."""
+def run_rank(rank: int, world: int, spec: TrainSpec, parallel: str, start: int = 0,
+             stop: int | None = None, save_dir: str | None = None,
+             load_dir: str | None = None) -> dict[str, Any]:
+    """One rank's run of steps ``start``..``stop``; returns its losses, its parameters (or
+    pieces) and counters. ZeRO runs can resume from and save sharded checkpoints."""
     if parallel not in STRATEGIES:
         raise ValueError(f"parallel must be one of {STRATEGIES}, got {parallel!r}")
-    batches = global_batches(spec)
+    batches = global_batches(spec)[start:stop]
     model = make_model(spec)
     comm = Comm()
     out: dict[str, Any] = {"rank": rank}
@@ -121,6 +125,8 @@ def run_rank(rank: int, world: int, spec: TrainSpec, parallel: str) -> dict[str,
         zopt = ZeroRedundancyOptimizer(model, comm, int(parallel[-1]), lr=spec.lr,
                                        betas=spec.betas, weight_decay=spec.weight_decay,
                                        bucket_cap_bytes=spec.bucket_cap_bytes)
+        if load_dir is not None:
+            load_sharded(load_dir, zopt)
         for x, y in batches:
             zopt.zero_grad()
             loss = loss_fn(model, _rows(x, rank, world), _rows(y, rank, world))
@@ -129,6 +135,8 @@ def run_rank(rank: int, world: int, spec: TrainSpec, parallel: str) -> dict[str,
             zopt.step()
             losses.append(_mean_over(comm, loss.item()))
         state = {n: p.data.copy() for n, p in zopt.pieces.items()}
+        if save_dir is not None:
+            save_sharded(save_dir, zopt)
     out["wall_s"] = time.perf_counter() - t0
     out["losses"] = losses
     out["sent"] = dict(comm.sent)
@@ -153,13 +161,16 @@ def _merge(parallel: str, ranks: list[dict[str, Any]], spec: TrainSpec) -> dict[
     return {n: np.concatenate([s[n] for s in states]).reshape(shapes[n]) for n in shapes}
 
 
-def train(spec: TrainSpec, nproc: int, parallel: str, *, timeout_s: float = 300.0,
-          collective_timeout_s: float = 60.0, start_method: str = "fork") -> dict[str, Any]:
+def train(spec: TrainSpec, nproc: int, parallel: str, *, start: int = 0,
+          stop: int | None = None, save_dir: str | None = None, load_dir: str | None = None,
+          timeout_s: float = 300.0, collective_timeout_s: float = 60.0,
+          start_method: str = "fork") -> dict[str, Any]:
     """Run ``spec`` on ``nproc`` processes with strategy ``parallel``; merged results."""
-    ranks = spawn(run_rank, nproc, spec, parallel, timeout_s=timeout_s,
-                  collective_timeout_s=collective_timeout_s, start_method=start_method)
+    ranks = spawn(run_rank, nproc, spec, parallel, start, stop, save_dir, load_dir,
+                  timeout_s=timeout_s, collective_timeout_s=collective_timeout_s,
+                  start_method=start_method)
     last = ranks[-1] if parallel == "pp" else ranks[0]
-    tokens = spec.steps * spec.batch_size * spec.context_length
+    tokens = len(ranks[0]["losses"]) * spec.batch_size * spec.context_length
     wall = max(r["wall_s"] for r in ranks)
     return {"losses": last["losses"], "state": _merge(parallel, ranks, spec),
             "sent": [r["sent"] for r in ranks], "wall_s": wall, "tokens_per_s": tokens / wall,

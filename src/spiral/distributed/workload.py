@@ -109,15 +109,16 @@ def state_of(model: Any) -> dict[str, np.ndarray]:
     return {name: p.data.copy() for name, p in model.named_parameters()}
 
 
-def train_single(spec: TrainSpec) -> dict[str, Any]:
-    """The reference: one process, the global batch, ``steps`` AdamW steps."""
-    model = make_model(spec)
-    opt = make_optimizer(model, spec)
+def train_single(spec: TrainSpec, start: int = 0, stop: int | None = None,
+                 model: Any = None, optimizer: Any = None) -> dict[str, Any]:
+    """The reference: one process, the global batch, AdamW steps ``start``..``stop``."""
+    model = make_model(spec) if model is None else model
+    opt = make_optimizer(model, spec) if optimizer is None else optimizer
     losses = []
-    for x, y in global_batches(spec):
+    for x, y in global_batches(spec)[start:stop]:
         opt.zero_grad()
         loss = loss_fn(model, x, y)
         loss.backward()
         opt.step()
         losses.append(float(loss.item()))
-    return {"losses": losses, "state": state_of(model)}
+    return {"losses": losses, "state": state_of(model), "model": model, "optimizer": opt}
