@@ -259,25 +259,36 @@ def predict_training_memory(config: Any, batch: int, context: int | None = None,
 
 def predict_inference_memory(config: Any, batch: int, context: int | None = None,
                              precision: str = "fp32") -> Breakdown:
-    """Peak of one no-grad forward pass: the weights plus the widest moment of the pass.
+    """Peak of one no-grad forward pass as the hooks see it: weights + the widest moment.
 
-    Without a graph, an op's output dies as soon as the next op has consumed it; the widest
-    moment is inside attention (residual x, q/k/v, the scores and their softmax) or at the
-    head (final hidden states and the N·V logits).
+    Without a graph an op's output dies as soon as its consumer returns, so at most a few
+    arrays are alive: in attention the residual x, the norm's output, the fused qkv (kept
+    by the q/k/v views), the head-merged copy and the projection (4·N·C + qkv); in the GELU FFN
+    the block's input (its caller still holds it), x, the norm's output, the fc output and
+    the GELU output (3·N·C + 2·N·h); SwiGLU holds three N·h arrays at once; at the head
+    the final hidden states and the logits.
+    Kernel scratch (the B·H·T² scores and probabilities inside attention) comes on top.
     """
     T = config.context_length if context is None else context
     s = layout_for("sgd", precision).activation_bytes
-    P = sum(n.numel for n in build_gpt_graph(config, 1, 1, s) if n.param)
+    nodes = build_gpt_graph(config, 1, 1, s)
+    P = sum(n.numel for n in nodes if n.param)
     B, C, H, V = batch, config.d_model, config.n_heads, config.vocab_size
     N = B * T
+    kv = getattr(config, "kv_heads", H)
     hid = int(getattr(config, "hidden", round(config.expansion * C)))
-    attn = (N * C + 3 * N * C + 2 * B * H * T * T + T * T) * s  # x, qkv, scores, P, mask
-    ffn = (N * C + N * C + 3 * N * hid) * s  # x, norm out, fc out, GELU's Φ and output
+    swiglu = getattr(config, "ffn_type", "gelu") == "swiglu"
+    qkv = N * (H + 2 * kv) * (C // H)
+    attn = (4 * N * C + qkv) * s
+    ffn = (3 * N * C + (3 if swiglu else 2) * N * hid) * s if config.ffn else 0
     head = (N * C + N * V) * s
     widest = max(attn, ffn, head)
-    inputs = N * 8
-    peak = P * s + inputs + widest
     where = {attn: "attention", ffn: "ffn", head: "lm_head"}[widest]
+    scores = B * H * T * T * s
+    scratch = max(0, 2 * scores + T * T * s + (5 * N * C + qkv - 4 * N * C) * s - widest)
+    inputs = N * 8
     return Breakdown(params=P * s, grads=0, optimizer_state=0, activations=widest,
-                     in_flight=0, inputs=inputs, scratch=0, peak=peak, peak_visible=peak,
-                     peak_at=where, peak_phase="forward")
+                     in_flight=0, inputs=inputs, scratch=scratch,
+                     peak=P * s + inputs + widest + scratch,
+                     peak_visible=P * s + inputs + widest, peak_at=where,
+                     peak_phase="forward")

@@ -11,9 +11,9 @@ training step as :func:`spiral.profiling.memory_profiler.profile_step` under tra
 The Python-object bytes are read from a snapshot at the end of the forward pass (domain
 filter: everything but NumPy's), when the graph, and so the Python side, is largest.
 
-:func:`torch_step_peak` reads PyTorch's allocator events on CPU (``torch.profiler`` with
-``profile_memory=True``) and takes the maximum of their running sum: the same quantity for
-the same step in another engine (torch is imported lazily; the core never needs it).
+:func:`torch_step_peak` reads PyTorch's own tagged memory timeline on CPU (``torch.profiler``
+with ``profile_memory=True``): the same quantity for the same step in another engine, with
+torch's tags beside ours (torch is imported lazily; the core never needs it).
 Chapter: stage 11 (memory analysis).
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from spiral.nn import functional as F
 
-__all__ = ["tracemalloc_step_peak", "torch_step_peak"]
+__all__ = ["tracemalloc_step_peak", "torch_step_peak", "TORCH_CATEGORIES"]
 
 
 def _resident(model: Any, optimizer: Any, arrays: tuple[np.ndarray, ...]) -> int:
@@ -79,13 +79,23 @@ def tracemalloc_step_peak(model: Any, batch: tuple[Any, Any], optimizer: Any = N
             "python_objects": python, "resident": resident}
 
 
+TORCH_CATEGORIES = ("param", "optimizer_state", "input", "temporary", "activation", "grad",
+                    "autograd_detail", "unknown")
+
+
 def torch_step_peak(model: Any, ids: np.ndarray, targets: np.ndarray,
                     optimizer: Any = None) -> dict[str, Any]:
-    """Peak CPU bytes of one torch training step from ``torch.profiler`` memory events.
+    """Peak CPU bytes of one torch training step, by torch's own tags.
 
-    The resident tensors (weights, optimizer state after a warm-up step) were allocated
-    before profiling; their bytes are added so the number is comparable to ours.
+    ``torch.profiler`` (``profile_memory=True``, with shapes and stacks) records every
+    allocation; its memory timeline tags each tensor as parameter, optimizer state, input,
+    temporary, activation, gradient or autograd detail. Returns the peak, its time index
+    and the bytes per tag there (one warm-up step first, so Adam's state exists).
     """
+    import json
+    import tempfile
+    import warnings
+
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -104,22 +114,17 @@ def torch_step_peak(model: Any, ids: np.ndarray, targets: np.ndarray,
             optimizer.zero_grad(set_to_none=True)
 
     step()  # warm-up: the optimizer state exists from here on
-    resident = sum(p.numel() * p.element_size() for p in model.parameters())
-    if optimizer is not None:
-        resident += sum(v.numel() * v.element_size() for st in optimizer.state.values()
-                        for v in st.values() if torch.is_tensor(v) and v.dim() > 0)
-    resident += x.numel() * x.element_size() + y.numel() * y.element_size()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
         step()
-    deltas = sorted((e.time_range.start, e.cpu_memory_usage) for e in prof.events()
-                    if e.name == "[memory]")
-    live = peak = 0
-    for _, d in deltas:
-        live += d
-        peak = max(peak, live)
-    by_op: dict[str, int] = {}
-    for e in prof.key_averages():
-        if e.cpu_memory_usage > 0:
-            by_op[e.key] = int(e.cpu_memory_usage)
-    return {"peak": int(peak) + resident, "resident": resident, "above_resident": int(peak),
-            "self_bytes_by_op": by_op}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        path = f"{tmp}/timeline.json"
+        prof.export_memory_timeline(path, device="cpu")
+        with open(path) as fh:
+            _, sizes = json.load(fh)
+    rows = np.asarray(sizes, dtype=np.int64)[:, 1:]  # column 0 is unused by torch
+    totals = rows.sum(axis=1)
+    i = int(totals.argmax())
+    return {"peak": int(totals[i]), "peak_index": i, "n_samples": len(totals),
+            "peak_by_tag": {k: int(v) for k, v in zip(TORCH_CATEGORIES, rows[i])}}
