@@ -59,7 +59,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(14, "Architecture evolution", 5, "architectures", 70,
           ("spiral.nn.ffn", "spiral.scaling", "spiral.models.pretrained")),
     Stage(15, "Fine-tuning", 5, "finetuning", 60, ("spiral.finetune",)),
-    Stage(16, "Alignment", 5, "alignment", 70, ("spiral.alignment",)),
+    Stage(16, "Alignment", 5, "alignment", 70, ("spiral.align",)),
     Stage(17, "Inference optimization", 5, "inference", 65, ("spiral.inference",)),
     Stage(18, "Quantization", 5, "quantization", 65, ("spiral.quantization",)),
 )

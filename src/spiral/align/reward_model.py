@@ -29,6 +29,7 @@ class RMConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
+    eval_every: int = 50        # with validation pairs: keep the weights of the best check
 
 
 def scores(rm: ScalarHeadGPT, tokens: np.ndarray, lengths: np.ndarray,
@@ -53,13 +54,26 @@ def evaluate_rm(rm: ScalarHeadGPT, pairs: Pairs, temperature: float) -> dict[str
             "bayes_accuracy": bayes_accuracy(pairs.r_chosen, pairs.r_rejected, temperature)}
 
 
+def validation_loss(rm: ScalarHeadGPT, pairs: Pairs) -> float:
+    """Mean Bradley–Terry loss on ``pairs`` (no gradients)."""
+    lw, ll = pairs.lengths()
+    margin = scores(rm, pairs.chosen, lw) - scores(rm, pairs.rejected, ll)
+    return float(np.mean(np.logaddexp(0.0, -margin)))
+
+
 def train_reward_model(rm: ScalarHeadGPT, pairs: Pairs, config: RMConfig,
-                       rng: np.random.Generator, out_dir: str | Path | None = None
-                       ) -> list[dict[str, float]]:
-    """Minimise the Bradley–Terry loss on ``pairs``; returns (and writes) the loss history."""
+                       rng: np.random.Generator, out_dir: str | Path | None = None,
+                       val_pairs: Pairs | None = None) -> list[dict[str, float]]:
+    """Minimise the Bradley–Terry loss on ``pairs``; returns (and writes) the loss history.
+
+    With ``val_pairs`` (held out from ``pairs``, never the test pairs) the validation loss
+    is measured every ``eval_every`` steps and the best weights are kept: early stopping,
+    since a reward model overfits its pairs within a few epochs.
+    """
     opt = AdamW(rm.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     lw, ll = pairs.lengths()
-    history = []
+    history: list[dict[str, float]] = []
+    best = (validation_loss(rm, val_pairs), rm.state_dict()) if val_pairs else None
     for step in range(1, config.steps + 1):
         idx = rng.integers(0, len(pairs), size=min(config.batch_size, len(pairs)))
         loss = bradley_terry_loss(rm.score(pairs.chosen[idx], lw[idx]),
@@ -69,6 +83,13 @@ def train_reward_model(rm: ScalarHeadGPT, pairs: Pairs, config: RMConfig,
         clip_grad_norm_(list(rm.parameters()), 1.0)
         opt.step()
         history.append({"step": step, "loss": float(loss.item())})
+        if best is not None and val_pairs is not None and step % config.eval_every == 0:
+            v = validation_loss(rm, val_pairs)
+            history[-1]["val_loss"] = v
+            if v < best[0]:
+                best = (v, rm.state_dict())
+    if best is not None:
+        rm.load_state_dict(best[1])
     if out_dir is not None:
         write_metrics(out_dir, history)
     return history

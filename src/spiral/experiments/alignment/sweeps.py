@@ -1,0 +1,134 @@
+"""The KL knob of each method: DPO's β (and its loss family) and PPO's KL coefficient.
+
+Each setting trains from the SFT policy and is scored on fresh samples by the true reward
+and KL(π ‖ π_ref): the points trace the reward–KL frontier each method reaches. DPO's IPO
+and hinge losses are run at one β on the same pairs. Seeds as configured (each point is a
+mean over them). Chapter: stage 16, "Turning the KL knob".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from spiral.align import (
+    DPOConfig,
+    NamesTask,
+    PPOConfig,
+    ScalarHeadGPT,
+    evaluate_policy,
+    make_pairs,
+    sft_policy,
+    train_dpo,
+    train_ppo,
+    true_reward_fn,
+)
+from spiral.align.models import SFTConfig
+from spiral.experiments.alignment.common import FULL_SFT, QUICK_SFT, TEMPERATURE
+from spiral.experiments.framework import Experiment, mean_sd
+from spiral.plotting import PALETTE, new_figure
+
+
+@dataclass(frozen=True)
+class Config:
+    sft: SFTConfig = FULL_SFT
+    dpo: DPOConfig = DPOConfig(steps=300, lr=3e-4)
+    ppo: PPOConfig = PPOConfig(iterations=60, lr=3e-4)
+    betas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
+    kl_coefs: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
+    loss_types: tuple[str, ...] = ("ipo", "hinge")
+    loss_type_beta: float = 0.1
+    n_pairs: int = 4000
+    temperature: float = TEMPERATURE
+    final_samples: int = 1000
+    seeds: tuple[int, ...] = (0,)
+
+
+def _score(policy: Any, ref: Any, task: NamesTask, n: int) -> dict[str, float]:
+    return evaluate_policy(policy, ref, task, n, np.random.default_rng(99))
+
+
+def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+    task = NamesTask.build()
+    ref = sft_policy(config.sft, task)
+    points: dict[str, dict[str, list[dict[str, float]]]] = {"dpo": {}, "ppo": {}, "loss": {}}
+    for seed in config.seeds:
+        srng = np.random.default_rng(seed)
+        pairs = make_pairs(ref, task, config.n_pairs, config.temperature, srng)
+        for b in config.betas:
+            pol = sft_policy(config.sft, task)
+            train_dpo(pol, ref, pairs, task, replace(config.dpo, beta=b), srng)
+            points["dpo"].setdefault(str(b), []).append(_score(pol, ref, task,
+                                                                config.final_samples))
+        for lt in config.loss_types:
+            pol = sft_policy(config.sft, task)
+            train_dpo(pol, ref, pairs, task, replace(config.dpo, beta=config.loss_type_beta,
+                                                     loss_type=lt), srng)
+            points["loss"].setdefault(lt, []).append(_score(pol, ref, task,
+                                                             config.final_samples))
+        for c in config.kl_coefs:
+            pol = sft_policy(config.sft, task)
+            train_ppo(pol, ref, ScalarHeadGPT.from_policy(ref, srng), task, true_reward_fn(task),
+                      replace(config.ppo, kl_coef=c), srng)
+            points["ppo"].setdefault(str(c), []).append(_score(pol, ref, task,
+                                                                config.final_samples))
+    out: dict[str, Any] = {"n_seeds": len(config.seeds), "ppo_iterations": config.ppo.iterations,
+                           "sft_true_reward": _score(ref, ref, task,
+                                                     config.final_samples)["true_reward"]}
+    for group, by in points.items():
+        out[group] = {k: {"true_reward": mean_sd([p["true_reward"] for p in v]),
+                          "kl": mean_sd([p["kl"] for p in v])} for k, v in by.items()}
+    rows = [[f"DPO β = {k}", f"{v['true_reward']['mean']:.3f}", f"{v['kl']['mean']:.2f}"]
+            for k, v in out["dpo"].items()]
+    rows += [[f"DPO ({k}) β = {config.loss_type_beta}", f"{v['true_reward']['mean']:.3f}",
+              f"{v['kl']['mean']:.2f}"] for k, v in out["loss"].items()]
+    rows += [[f"PPO β_KL = {k}", f"{v['true_reward']['mean']:.3f}", f"{v['kl']['mean']:.2f}"]
+             for k, v in out["ppo"].items()]
+    out["table"] = {"columns": ["setting", "true reward", "KL (nats)"], "rows": rows}
+    return out
+
+
+def plot(results: dict[str, Any]) -> dict[str, Any]:
+    fig, ax = new_figure(width=5.6, height=3.4)
+    for group, color, label, sym in (("dpo", PALETTE[1], "DPO, β", "β"),
+                                     ("ppo", PALETTE[0], "PPO, β_KL", "β_KL")):
+        v = results[group]
+        kl = [x["kl"]["mean"] for x in v.values()]
+        tr = [x["true_reward"]["mean"] for x in v.values()]
+        ax.plot(kl, tr, "-o", color=color, label=label, ms=4)
+        for k, x, y in zip(v, kl, tr, strict=True):
+            ax.annotate(f"{sym}={k}", (x, y), textcoords="offset points", xytext=(4, -9),
+                        fontsize=7, color=color)
+    for lt, x in results["loss"].items():
+        ax.plot(x["kl"]["mean"], x["true_reward"]["mean"], "s", color=PALETTE[3], ms=5)
+        ax.annotate(lt, (x["kl"]["mean"], x["true_reward"]["mean"]), textcoords="offset points",
+                    xytext=(4, 3), fontsize=7, color=PALETTE[3])
+    ax.axhline(results["sft_true_reward"], color=PALETTE[6], ls=":", lw=1)
+    ax.set_xlabel("KL(π ‖ π_ref) (nats per name)")
+    ax.set_ylabel("true reward")
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    return {"kl_sweep": fig}
+
+
+def check(results: dict[str, Any]) -> None:
+    # PPO needs tens of iterations before its KL coefficient shows (quick runs have four)
+    for group in ("dpo", "ppo") if results["ppo_iterations"] >= 20 else ("dpo",):
+        v = list(results[group].values())
+        kl = [x["kl"]["mean"] for x in v]
+        # a stronger pull to the reference (larger β) ends closer to it
+        assert kl[0] > kl[-1], (group, kl)
+
+
+EXPERIMENT = Experiment(
+    name="alignment_sweeps", stage=16, title="DPO's β and PPO's KL coefficient",
+    quick=replace(Config(), sft=QUICK_SFT, betas=(0.1, 3.0), kl_coefs=(0.01, 3.0),
+                  loss_types=("ipo",), n_pairs=64, final_samples=64,
+                  dpo=DPOConfig(steps=15, lr=3e-3, eval_every=15, eval_samples=16),
+                  ppo=PPOConfig(iterations=4, batch_size=32, epochs=2, lr=3e-3, eval_every=4,
+                                eval_samples=16)),
+    full=Config(), run=run, plot=plot, check=check,
+    summary=lambda r: [(f"DPO β={k}", f"{v['true_reward']['mean']:.3f} @ KL {v['kl']['mean']:.2f}")
+                       for k, v in r["dpo"].items()],
+)
