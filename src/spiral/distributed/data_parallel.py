@@ -113,9 +113,9 @@ class DistributedDataParallel(Module):
                 if bucket.work is not None:
                     bucket.work.wait()
                 bucket.buffer /= N
-                for p in bucket.params:
+                for p in bucket.params:  # gradients become views of the bucket (no copy)
                     a, b = bucket.offsets[id(p)]
-                    p.grad = bucket.buffer[a:b].reshape(p.data.shape).copy()
+                    p.grad = bucket.buffer[a:b].reshape(p.data.shape)
                 bucket.ready.clear()
                 bucket.work = None
         else:

@@ -49,11 +49,15 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
     if not path.exists():
         raise FileNotFoundError(f"no shard {path.name} in {path.parent}")
-    with safe_open(str(path), framework="numpy") as f:
-        meta = json.loads((f.metadata() or {}).get("spiral", "{}"))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a {FORMAT} file")
-        return {k: f.get_tensor(k) for k in f.keys()}, meta
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = json.loads((f.metadata() or {}).get("spiral", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error type for a corrupt header
+        raise ValueError(f"{path} is not a readable safetensors file ({e})") from e
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file")
+    return tensors, meta
 
 
 def save_sharded(directory: str | Path, zopt: ZeroRedundancyOptimizer) -> Path:
