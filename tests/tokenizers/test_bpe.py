@@ -137,7 +137,7 @@ def test_lone_surrogate_is_a_clear_error(trained, s):
 @given(a=scalar_text, b=scalar_text)
 def test_special_tokens_are_never_split(trained, a, b):
     eot = trained.special_tokens["<|endoftext|>"]
-    ids = trained.encode(a + "<|endoftext|>" + b)
+    ids = trained.encode(a + "<|endoftext|>" + b, allowed_special="all")
     assert eot in ids
     assert trained.decode(ids) == a + "<|endoftext|>" + b
     # ... and the special token's text never arises from ordinary merges.
@@ -224,3 +224,81 @@ def test_tiktoken_with_our_merges_gives_our_ids(shakespeare_prefix):
     )
     held = shakespeare_prefix[40_000:] + " naïve 東京 🦊 1234567"
     assert enc.encode_ordinary(held) == tok.encode(held)
+
+
+def test_special_tokens_follow_tiktoken_rules(trained):
+    """Regression: encode() turned user-typed "<|endoftext|>" into the control token by
+    default. Now, as in tiktoken, special-token text must be allowed explicitly, is refused by
+    default, and is plain text with ``disallowed_special=()``; ids agree with tiktoken's."""
+    text = "a<|endoftext|>b"
+    eot = trained.special_tokens["<|endoftext|>"]
+    with pytest.raises(ValueError, match="special token '<\\|endoftext\\|>'"):
+        trained.encode(text)
+    assert eot in trained.encode(text, allowed_special="all")
+    assert trained.encode(text, allowed_special={"<|endoftext|>"}) == trained.encode(
+        text, allowed_special="all")
+    assert eot not in trained.encode(text, disallowed_special=())
+    assert trained.encode(text, disallowed_special=()) == trained.encode_ordinary(text)
+    assert trained.encode("no specials here") == trained.encode_ordinary("no specials here")
+    with pytest.raises(ValueError, match="unknown special tokens"):
+        trained.encode(text, allowed_special={"<|eot|>"})
+    with pytest.raises(TypeError, match="'all' or a set"):
+        trained.encode(text, allowed_special=True)
+
+    tiktoken = pytest.importorskip("tiktoken")
+    ranks = {b: i for i, b in enumerate(trained.vocab)}
+    assert len(ranks) == len(trained.vocab)
+    enc = tiktoken.Encoding(name="spiral-test", pat_str=trained.pattern, mergeable_ranks=ranks,
+                            special_tokens=trained.special_tokens)
+    with pytest.raises(ValueError):
+        enc.encode(text)  # tiktoken's default refuses too
+    for kwargs in ({"allowed_special": "all"}, {"disallowed_special": ()},
+                   {"allowed_special": {"<|endoftext|>"}}):
+        assert trained.encode(text, **kwargs) == enc.encode(text, **kwargs), kwargs
+
+
+def _cl100k_pattern(monkeypatch) -> str:
+    """tiktoken's own cl100k_base pre-tokenizer pattern (read from tiktoken, no download)."""
+    pytest.importorskip("tiktoken")
+    import tiktoken_ext.openai_public as public
+
+    monkeypatch.setattr(public, "load_tiktoken_bpe", lambda *a, **k: {})
+    return public.cl100k_base()["pat_str"]
+
+
+def _whitespace_heavy_strings(n: int, seed: int = 0) -> list[str]:
+    import random
+
+    pieces = ["a", "Bc", "'s", "'LL", "'", " ", "  ", "\n", "\r\n", "\r", "\t", " \t", "中",
+              "é", "1", "2345", "!", "?!", ".", "🦊", "\u00a0", "x'y"]
+    r = random.Random(seed)
+    return ["".join(r.choices(pieces, k=r.randint(1, 10))) for _ in range(n)]
+
+
+def test_gpt4_pattern_splits_like_tiktoken_cl100k(monkeypatch):
+    """Regression: GPT4_PATTERN lacked cl100k's ``\\s++$`` branch and ended in ``\\s+``, so it
+    split 773 of 20,000 whitespace-heavy strings differently from tiktoken."""
+    import regex
+
+    theirs = regex.compile(_cl100k_pattern(monkeypatch))
+    ours = regex.compile(GPT4_PATTERN)
+    for s in _whitespace_heavy_strings(20_000) + ["a's中  \r\n\t", "x  \n", "  \n\t ", "a \t"]:
+        assert ours.findall(s) == theirs.findall(s), repr(s)
+
+
+def test_gpt4_pattern_ids_equal_tiktoken_engine(monkeypatch):
+    """The same merges under tiktoken's own (Rust) regex engine and its cl100k pattern give
+    the same ids as our tokenizer with GPT4_PATTERN, on whitespace-heavy text."""
+    tiktoken = pytest.importorskip("tiktoken")
+    pattern = _cl100k_pattern(monkeypatch)
+    stress = _whitespace_heavy_strings(3000, seed=1)
+    # one merge per ordered pair of whitespace bytes: a chunk boundary inside a whitespace
+    # run then changes the ids, so the two engines must cut every run in the same places
+    ws = (9, 10, 13, 32)
+    tok = BPETokenizer(merges=[(a, b) for a in ws for b in ws], pattern=GPT4_PATTERN)
+    ranks = {b: i for i, b in enumerate(tok.vocab)}
+    assert len(ranks) == len(tok.vocab)
+    enc = tiktoken.Encoding(name="spiral-cl100k-test", pat_str=pattern, mergeable_ranks=ranks,
+                            special_tokens={})
+    for s in stress:
+        assert tok.encode(s) == enc.encode_ordinary(s), repr(s)

@@ -3,8 +3,10 @@
 Start from the 256 byte values; repeatedly find the most frequent adjacent pair of tokens
 inside the pre-token chunks and replace every occurrence by one new token. After ``M``
 merges the vocabulary has ``256 + M`` tokens (plus special tokens) and each merge lowers
-the token count by exactly the pair's frequency -- the largest drop any single merge can
-give, which is why BPE is *greedy compression*.
+the token count by the number of occurrences it replaces -- the pair's count, except that
+overlapping occurrences in a run such as ``aaa`` are replaced only once each pair of
+symbols -- so BPE is *greedy compression*: near enough the largest single-merge drop, but
+not exactly (stage 10, exercise 3).
 
 Two trainers produce identical merge lists:
 
@@ -31,7 +33,8 @@ import json
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Literal
 
@@ -229,20 +232,47 @@ class BPETokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ignoring special tokens (their text is encoded as ordinary bytes)."""
-        return self.encode(text, allowed_special=False)
+        return self.encode(text, allowed_special=frozenset(), disallowed_special=())
 
-    def encode(self, text: str, allowed_special: bool = True) -> list[int]:
-        """Text -> ids. A lone surrogate is a clear ``ValueError``.
+    def encode(self, text: str, *,
+               allowed_special: Literal["all"] | AbstractSet[str] = frozenset(),
+               disallowed_special: Literal["all"] | Collection[str] = "all") -> list[int]:
+        """Text -> ids, with tiktoken's rules for special tokens. A lone surrogate is a
+        clear ``ValueError``.
 
-        >>> BPETokenizer(special_tokens=["<|eot|>"]).encode("hi<|eot|>")
+        Special-token text becomes its control id only when listed in ``allowed_special``
+        (``"all"`` for every one). By default every other special token is *disallowed*:
+        text that contains one raises ``ValueError`` rather than letting user-typed
+        ``<|endoftext|>`` act as a control token. Pass ``disallowed_special=()`` (or call
+        :meth:`encode_ordinary`) to encode such text as ordinary bytes.
+
+        >>> tok = BPETokenizer(special_tokens=["<|eot|>"])
+        >>> tok.encode("hi<|eot|>", allowed_special="all")
         [104, 105, 256]
+        >>> tok.encode("hi<|eot|>", disallowed_special=())
+        [104, 105, 60, 124, 101, 111, 116, 124, 62]
         """
+        known = set(self.special_tokens)
+        for arg, given in (("allowed_special", allowed_special),
+                           ("disallowed_special", disallowed_special)):
+            if isinstance(given, bool) or (isinstance(given, str) and given != "all"):
+                raise TypeError(f"{arg} takes 'all' or a set of special tokens, got {given!r}")
+            if given != "all" and set(given) - known:
+                raise ValueError(f"{arg} names unknown special tokens {sorted(set(given) - known)}"
+                                 f"; this tokenizer has {sorted(known)}")
+        allowed = known if allowed_special == "all" else set(allowed_special)
+        disallowed = known - allowed if disallowed_special == "all" else set(disallowed_special)
+        guard = self._special_re if disallowed == known else special_splitter(disallowed)
+        if guard is not None and (hit := guard.search(text)):
+            raise ValueError(f"text contains the special token {hit.group()!r}, which is not in "
+                             "allowed_special; pass allowed_special={...} to encode it as a "
+                             "control token, or disallowed_special=() for plain text")
+        splitter = self._special_re if allowed == known else special_splitter(allowed)
         check_encodable(text)
         out: list[int] = []
         cache = self._cache
         if len(cache) > 1 << 18:
             cache.clear()
-        splitter = self._special_re if allowed_special else None
         for piece, is_special in split_special(text, splitter):
             if is_special:
                 out.append(self.special_tokens[piece])

@@ -49,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     tok.save(args.out)
     n_bytes = len(text.encode("utf-8"))
-    n_tokens = len(tok.encode(text))
+    n_tokens = len(tok.encode(text, allowed_special="all"))
     print(
         f"trained {len(tok.merges)} merges (vocab_size {tok.vocab_size}) in {seconds:.2f} s; "
         f"{n_bytes / n_tokens:.3f} bytes/token on the training text; saved {args.out}"
@@ -60,7 +60,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     """Print the token ids of the text (``--text`` or stdin), space-separated."""
     tok = BPETokenizer.load(args.model)
-    ids = tok.encode(_read_text(args), allowed_special=not args.no_special)
+    text = _read_text(args)  # the user's own text: special-token text is meant as control
+    ids = tok.encode_ordinary(text) if args.no_special else tok.encode(text, allowed_special="all")
     if args.show:
         print(" | ".join(repr(tok.decode([i])) for i in ids))
     else:

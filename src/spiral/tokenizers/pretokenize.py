@@ -29,11 +29,13 @@ GPT2_PATTERN = (
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 )
 
-#: The cl100k (GPT-4) pattern: case-insensitive contractions, digits in groups of at most
-#: three, and a leading non-letter allowed before a word.
+#: The cl100k (GPT-4) pattern, exactly as tiktoken's ``cl100k_base`` defines it:
+#: case-insensitive contractions, digits in groups of at most three, a leading non-letter
+#: allowed before a word, a whitespace run at the end of the text kept whole (``\s++$``),
+#: and a single whitespace character as the last resort (``\s``, not ``\s+``).
 GPT4_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
-    r"""|\s*[\r\n]|\s+(?!\S)|\s+"""
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
 
 
