@@ -43,7 +43,7 @@ COLORS = {"ppo": PALETTE[0], "dpo": PALETTE[1], "grpo": PALETTE[2]}
 class Config:
     sft: SFTConfig = FULL_SFT
     ppo: PPOConfig = PPOConfig(iterations=60, lr=3e-4, kl_coef=0.1)
-    grpo: GRPOConfig = GRPOConfig(iterations=60, lr=3e-4, kl_coef=0.1)
+    grpo: GRPOConfig = GRPOConfig(iterations=60, lr=3e-4, kl_coef=0.2)
     dpo: DPOConfig = DPOConfig(steps=300, lr=3e-4, beta=0.1)
     n_pairs: int = 4000
     temperature: float = TEMPERATURE

@@ -42,11 +42,11 @@ from spiral.plotting import PALETTE, new_figure
 class Config:
     sft: SFTConfig = FULL_SFT
     rm_sizes: tuple[int, ...] = (300, 4000)
-    rm: RMConfig = RMConfig(steps=600, eval_every=50)
+    rm: RMConfig = RMConfig(steps=400, eval_every=50)
     temperature: float = TEMPERATURE
-    bon_prompts: int = 128
-    bon_max: int = 64                      # n = 1, 2, 4, ..., bon_max
-    ppo: PPOConfig = PPOConfig(iterations=100, lr=3e-4, kl_coef=0.01, eval_every=10)
+    bon_prompts: int = 64
+    bon_max: int = 32                      # n = 1, 2, 4, ..., bon_max
+    ppo: PPOConfig = PPOConfig(iterations=80, lr=3e-4, kl_coef=0.01, eval_every=10)
     seeds: tuple[int, ...] = (0, 1, 2)
 
 
@@ -120,7 +120,7 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
             axes[1].plot(r["kl"], r["proxy_reward"], "--", color=c, lw=0.8, alpha=0.6)
             axes[1].plot(r["kl"], r["true_reward"], "-", color=c, lw=1.2,
                          label=None if i else f"RM from {size} pairs")
-    axes[0].set_title("best-of-n (n = 1 … 64)", fontsize=9)
+    axes[0].set_title(f"best-of-n (n = 1 … {results['n'][-1]})", fontsize=9)
     axes[1].set_title("PPO on the reward model", fontsize=9)
     axes[0].set_xlabel("KL bound log n − (n−1)/n (nats)")
     axes[1].set_xlabel("KL(π ‖ π_ref) (nats)")

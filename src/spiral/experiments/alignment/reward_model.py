@@ -28,7 +28,7 @@ class Config:
     sft: SFTConfig = FULL_SFT
     sizes: tuple[int, ...] = (250, 1000, 4000)
     n_test: int = 1000
-    rm: RMConfig = RMConfig(steps=600, eval_every=50)
+    rm: RMConfig = RMConfig(steps=400, eval_every=50)
     temperature: float = TEMPERATURE
     seeds: tuple[int, ...] = (0, 1, 2)
 

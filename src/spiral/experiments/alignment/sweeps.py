@@ -1,4 +1,4 @@
-"""The KL knob of each method: DPO's β (and its loss family) and PPO's KL coefficient.
+"""The KL knob of each method: DPO's β (and its loss family), PPO's and GRPO's KL coefficients.
 
 Each setting trains from the SFT policy and is scored on fresh samples by the true reward
 and KL(π ‖ π_ref): the points trace the reward–KL frontier each method reaches. DPO's IPO
@@ -15,6 +15,7 @@ import numpy as np
 
 from spiral.align import (
     DPOConfig,
+    GRPOConfig,
     NamesTask,
     PPOConfig,
     ScalarHeadGPT,
@@ -22,6 +23,7 @@ from spiral.align import (
     make_pairs,
     sft_policy,
     train_dpo,
+    train_grpo,
     train_ppo,
     true_reward_fn,
 )
@@ -38,6 +40,8 @@ class Config:
     ppo: PPOConfig = PPOConfig(iterations=60, lr=3e-4)
     betas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
     kl_coefs: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
+    grpo: GRPOConfig = GRPOConfig(iterations=60, lr=3e-4)
+    grpo_kl_coefs: tuple[float, ...] = (0.05, 0.2, 1.0)
     loss_types: tuple[str, ...] = ("ipo", "hinge")
     loss_type_beta: float = 0.1
     n_pairs: int = 4000
@@ -53,7 +57,8 @@ def _score(policy: Any, ref: Any, task: NamesTask, n: int) -> dict[str, float]:
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     task = NamesTask.build()
     ref = sft_policy(config.sft, task)
-    points: dict[str, dict[str, list[dict[str, float]]]] = {"dpo": {}, "ppo": {}, "loss": {}}
+    points: dict[str, dict[str, list[dict[str, float]]]] = {"dpo": {}, "ppo": {}, "grpo": {},
+                                                            "loss": {}}
     for seed in config.seeds:
         srng = np.random.default_rng(seed)
         pairs = make_pairs(ref, task, config.n_pairs, config.temperature, srng)
@@ -74,6 +79,12 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                       replace(config.ppo, kl_coef=c), srng)
             points["ppo"].setdefault(str(c), []).append(_score(pol, ref, task,
                                                                 config.final_samples))
+        for c in config.grpo_kl_coefs:
+            pol = sft_policy(config.sft, task)
+            train_grpo(pol, ref, task, true_reward_fn(task), replace(config.grpo, kl_coef=c),
+                       srng)
+            points["grpo"].setdefault(str(c), []).append(_score(pol, ref, task,
+                                                                 config.final_samples))
     out: dict[str, Any] = {"n_seeds": len(config.seeds), "ppo_iterations": config.ppo.iterations,
                            "sft_true_reward": _score(ref, ref, task,
                                                      config.final_samples)["true_reward"]}
@@ -86,6 +97,8 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
               f"{v['kl']['mean']:.2f}"] for k, v in out["loss"].items()]
     rows += [[f"PPO β_KL = {k}", f"{v['true_reward']['mean']:.3f}", f"{v['kl']['mean']:.2f}"]
              for k, v in out["ppo"].items()]
+    rows += [[f"GRPO β = {k}", f"{v['true_reward']['mean']:.3f}", f"{v['kl']['mean']:.2f}"]
+             for k, v in out["grpo"].items()]
     out["table"] = {"columns": ["setting", "true reward", "KL (nats)"], "rows": rows}
     return out
 
@@ -93,7 +106,8 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 def plot(results: dict[str, Any]) -> dict[str, Any]:
     fig, ax = new_figure(width=5.6, height=3.4)
     for group, color, label, sym in (("dpo", PALETTE[1], "DPO, β", "β"),
-                                     ("ppo", PALETTE[0], "PPO, β_KL", "β_KL")):
+                                     ("ppo", PALETTE[0], "PPO, β_KL", "β_KL"),
+                                     ("grpo", PALETTE[2], "GRPO, β", "β")):
         v = results[group]
         kl = [x["kl"]["mean"] for x in v.values()]
         tr = [x["true_reward"]["mean"] for x in v.values()]
@@ -124,7 +138,9 @@ def check(results: dict[str, Any]) -> None:
 EXPERIMENT = Experiment(
     name="alignment_sweeps", stage=16, title="DPO's β and PPO's KL coefficient",
     quick=replace(Config(), sft=QUICK_SFT, betas=(0.1, 3.0), kl_coefs=(0.01, 3.0),
-                  loss_types=("ipo",), n_pairs=64, final_samples=64,
+                  loss_types=("ipo",), n_pairs=64, final_samples=64, grpo_kl_coefs=(0.1,),
+                  grpo=GRPOConfig(iterations=2, prompts=4, group_size=4, lr=3e-3, eval_every=2,
+                                  eval_samples=16),
                   dpo=DPOConfig(steps=15, lr=3e-3, eval_every=15, eval_samples=16),
                   ppo=PPOConfig(iterations=4, batch_size=32, epochs=2, lr=3e-3, eval_every=4,
                                 eval_samples=16)),
