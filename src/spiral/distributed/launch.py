@@ -1,0 +1,94 @@
+"""The command line of distributed training: ``spiral train gpt --nproc N --parallel ...``.
+
+``add_arguments(parser)`` adds the options to any argparse parser (the ``spiral`` CLI's
+``train gpt`` subcommand, or this module's own), ``run(args)`` trains and prints one line
+per strategy. Two ways to start the processes, as torch users expect:
+
+    python -m spiral.distributed.launch --nproc 4 --parallel dp_tp      # spawns 4 workers
+    torchrun --nproc-per-node 2 -m spiral.distributed.launch --parallel dp   # one per rank
+
+Under ``torchrun`` each process joins the job from the environment (RANK, WORLD_SIZE,
+MASTER_ADDR, MASTER_PORT) and runs :func:`spiral.distributed.strategies.run_rank` itself.
+A crashed or hung rank ends the run with an error naming it (``--timeout`` seconds at most).
+Chapter: stage 13.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from spiral.distributed.strategies import STRATEGIES, run_rank, train
+from spiral.distributed.workload import TrainSpec, train_single
+
+__all__ = ["add_arguments", "spec_from_args", "run", "main"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The distributed options (``--nproc``, ``--parallel`` and the run's sizes)."""
+    g = parser.add_argument_group("distributed training (stage 13)")
+    g.add_argument("--nproc", type=int, default=2, help="worker processes (default 2)")
+    g.add_argument("--parallel", choices=STRATEGIES, default="dp",
+                   help="dp | tp | pp | zero1 | zero2 | zero3 | dp_tp (tp inside dp)")
+    g.add_argument("--tp", type=int, default=2, help="tensor-parallel width for dp_tp")
+    g.add_argument("--schedule", choices=("naive", "gpipe", "1f1b"), default="1f1b")
+    g.add_argument("--micro-batches", type=int, default=4)
+    g.add_argument("--allreduce", choices=("naive", "ring", "bucketed"), default="bucketed")
+    g.add_argument("--steps", type=int, default=20)
+    g.add_argument("--batch-size", type=int, default=8, help="the GLOBAL batch")
+    g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    g.add_argument("--data", choices=("shakespeare", "synthetic"), default="shakespeare")
+    g.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up")
+    g.add_argument("--check", action="store_true",
+                   help="also train in one process and report the largest parameter gap")
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace) -> TrainSpec:
+    spec = TrainSpec(steps=args.steps, batch_size=args.batch_size, dtype=args.dtype,
+                     data=args.data, schedule=args.schedule, micro_batches=args.micro_batches,
+                     allreduce=args.allreduce, tp=args.tp)
+    if args.data == "shakespeare":
+        spec = replace(spec, vocab_size=65, context_length=32, d_model=64, n_heads=4)
+    return spec
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train as the options say; print and return a summary."""
+    spec = spec_from_args(args)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun
+        from spiral.distributed.runtime import init_from_env
+
+        init_from_env(args.timeout)
+        out = run_rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), spec,
+                       args.parallel)
+        summary = {"rank": out["rank"], "final_loss": out["losses"][-1]}
+    else:
+        result = train(spec, args.nproc, args.parallel, timeout_s=args.timeout,
+                       collective_timeout_s=min(args.timeout, 120.0))
+        summary = {"parallel": args.parallel, "nproc": args.nproc,
+                   "final_loss": result["losses"][-1],
+                   "tokens_per_s": round(result["tokens_per_s"], 1),
+                   "load_avg_1min": result["load_avg"][0]}
+        if args.check:
+            ref = train_single(spec)["state"]
+            summary["max_param_gap"] = max(float(np.max(np.abs(result["state"][k] - ref[k])))
+                                           for k in ref)
+    print(json.dumps(summary))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spiral.distributed.launch",
+                                     description="Train a GPT on several processes.")
+    run(add_arguments(parser).parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
