@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -153,8 +154,8 @@ def test_cli_train_and_sample_write_a_run_directory(tmp_path: Path,
 
 def test_fit_text_trains_the_recipe_on_any_text() -> None:
     from spiral.evaluate import evaluate
-    from spiral.tokenizers.char import CharTokenizer
     from spiral.recipes.mlp import fit_text
+    from spiral.tokenizers.char import CharTokenizer
 
     text = "abcabcabd " * 200
     rng = np.random.default_rng(0)
@@ -163,3 +164,75 @@ def test_fit_text_trains_the_recipe_on_any_text() -> None:
     ids = CharTokenizer.from_text(text).encode_array(text[:300])
     assert model.config.vocab_size == 5
     assert evaluate(model, ids).nats < np.log(5) - 0.3  # it learned something
+
+
+def test_checkpoint_interval_is_honoured_between_evaluations(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: the save sat inside the evaluation branch, so checkpoint_interval=3 with
+    eval_interval=5 over 12 steps wrote one checkpoint (step 12) instead of four."""
+    saved: list[int] = []
+    real_save = checkpoint.save
+
+    def spy(*args, **kwargs):
+        saved.append(kwargs["step"])
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", spy)
+    model, opt, rng = make()
+    cfg = TrainConfig(max_steps=12, batch_size=2, seq_len=8, eval_interval=5, eval_tokens=50,
+                      checkpoint_interval=3, progress=False)
+    train(model, opt, TRAIN, VAL, cfg, rng, out_dir=tmp_path)
+    assert saved == [3, 6, 9, 12]
+    assert checkpoint.read(tmp_path / "checkpoint.safetensors")[1]["step"] == 12
+
+
+def test_resume_with_a_changed_learning_rate_is_refused(tmp_path: Path) -> None:
+    """Regression: resuming with a new lr kept the checkpoint's lr (the optimizer state
+    restores it) while config.json recorded the new one. A resumed run continues the same
+    run, so a changed setting is now an error, raised before any step."""
+    cfg = TrainConfig(max_steps=8, batch_size=2, seq_len=8, lr=1e-2, eval_interval=2,
+                      eval_tokens=50, checkpoint_interval=2, progress=False)
+    meta = {"train_config": cfg.to_dict(), "model": "mlp"}
+    m1, o1, r1 = make(seed=5)
+    train(m1, o1, TRAIN, VAL, cfg, r1, out_dir=tmp_path, checkpoint_meta=meta, until=4)
+    ckpt = tmp_path / "checkpoint.safetensors"
+
+    new_cfg = dataclasses.replace(cfg, lr=0.5)
+    new_meta = {"train_config": new_cfg.to_dict(), "model": "mlp"}
+    m2, o2, r2 = make(seed=5)
+    header = checkpoint.load(ckpt, m2, o2, r2)  # the recipe's resume path
+    state = TrainState(step=header["step"], history=header["history"])
+    with pytest.raises(ValueError, match=r"train_config\.lr: 0\.01 -> 0\.5"):
+        train(m2, o2, TRAIN, VAL, new_cfg, r2, out_dir=tmp_path, state=state,
+              checkpoint_meta=new_meta)
+    from spiral.train import resume
+
+    with pytest.raises(ValueError, match="max_steps"):
+        resume(ckpt, m2, o2, r2, meta={"train_config": dataclasses.replace(cfg, max_steps=9)
+                                       .to_dict(), "model": "mlp"})
+    # the same settings (progress bar and evaluation cadence may change) resume fine
+    quiet = dataclasses.replace(cfg, eval_interval=4, progress=False)
+    m3, o3, r3 = make(seed=99)
+    state = resume(ckpt, m3, o3, r3, meta={"train_config": quiet.to_dict(), "model": "mlp"})
+    assert state.step == 4
+    train(m3, o3, TRAIN, VAL, quiet, r3, out_dir=tmp_path, state=state,
+          checkpoint_meta={"train_config": quiet.to_dict(), "model": "mlp"})
+
+
+def test_recipe_resume_with_a_new_lr_leaves_config_json_alone(tmp_path: Path) -> None:
+    """The user-facing path (`spiral train mlp --resume --lr ...`): refused, and config.json
+    still records the settings the checkpoint was trained with."""
+    from spiral.recipes.mlp import train_mlp
+
+    text = tmp_path / "tiny.txt"
+    text.write_text("the cat sat on the mat. " * 40)
+    out = tmp_path / "run"
+    small = {"max_steps": 4, "eval_interval": 2, "checkpoint_interval": 2, "batch_size": 2,
+             "seq_len": 8, "lr": 0.01}
+    train_mlp(str(text), out, model_overrides={"d_hidden": 8}, train_overrides=small,
+              progress=False)
+    before = (out / "config.json").read_text()
+    with pytest.raises(ValueError, match=r"lr: 0\.01 -> 0\.5"):
+        train_mlp(str(text), out, model_overrides={"d_hidden": 8}, resume=True,
+                  train_overrides={**small, "lr": 0.5}, progress=False)
+    assert (out / "config.json").read_text() == before

@@ -88,6 +88,18 @@ def save(path: str | Path, model: Any, optimizer: Any = None, *, step: int = 0,
     return path
 
 
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The JSON header of a checkpoint (step, config meta, history) without its arrays."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+        return dict(json.loads(metadata["spiral"]))
+    except Exception:  # not readable here: read() names the precise problem
+        return read(path)[1]
+
+
 def read(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(arrays, header) of a checkpoint, or a clear :class:`CheckpointError`."""
     from safetensors import safe_open

@@ -162,6 +162,10 @@ def _train(model: Module, optimizer: Any, train_ids: np.ndarray, val_ids: np.nda
 
     state = state or TrainState()
     schedule = schedule or lr_multiplier(config)
+    ckpt_path = Path(out_dir) / "checkpoint.safetensors" if out_dir is not None else None
+    if state.step and checkpoint_meta is not None and ckpt_path and ckpt_path.is_file():
+        check_resume(checkpoint.read_header(ckpt_path).get("meta", {}), checkpoint_meta,
+                     str(ckpt_path))  # a resumed run continues the same run
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
     out = Path(out_dir) if out_dir is not None else None
@@ -215,11 +219,58 @@ def _train(model: Module, optimizer: Any, train_ids: np.ndarray, val_ids: np.nda
                     f.write(json.dumps(record) + "\n")
             losses, steps_since = [], 0
             model.train()
-            every = config.checkpoint_interval
-            if out is not None and (last or (every and state.step % every == 0)):
-                checkpoint.save(out / "checkpoint.safetensors", model, optimizer,
-                                step=state.step, rng=rng, meta=checkpoint_meta or {},
-                                history=state.history)
             t_last = time.perf_counter()
+        every = config.checkpoint_interval  # its own schedule, not only at evaluation steps
+        if out is not None and (last or (every and state.step % every == 0)):
+            t_save = time.perf_counter()
+            checkpoint.save(out / "checkpoint.safetensors", model, optimizer,
+                            step=state.step, rng=rng, meta=checkpoint_meta or {},
+                            history=state.history)
+            t_last += time.perf_counter() - t_save  # saving is not training throughput
     bar.close()
     return state
+
+
+# Settings that change nothing a resumed run computes (only what it prints or records).
+_RESUME_FREE = {"progress", "threads", "eval_interval", "eval_tokens", "checkpoint_interval"}
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_resume(saved_meta: dict[str, Any], meta: dict[str, Any], where: str = "") -> None:
+    """Refuse to resume a run under settings other than those it was trained with.
+
+    A resumed run must continue the SAME run (bit-identically): the checkpoint restores the
+    optimizer's learning rates and the schedule follows ``max_steps``, so a changed lr or
+    length would silently not apply (or reshape the schedule) while ``config.json`` recorded
+    it. Settings in ``_RESUME_FREE`` (progress bar, evaluation cadence) may change.
+    """
+    old = _flat(json.loads(json.dumps(saved_meta, default=str)))
+    new = _flat(json.loads(json.dumps(meta, default=str)))
+    changed = [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}"
+               for k in sorted(old.keys() | new.keys())
+               if old.get(k) != new.get(k) and k.rsplit(".", 1)[-1] not in _RESUME_FREE]
+    if changed:
+        raise ValueError(f"cannot resume {where or 'this run'} with other settings than it was "
+                         f"trained with ({'; '.join(changed)}); resume with the original "
+                         "settings, or start a new run in a fresh directory")
+
+
+def resume(path: str | Path, model: Module, optimizer: Any, rng: np.random.Generator,
+           meta: dict[str, Any] | None = None) -> TrainState:
+    """Load a checkpoint to continue its run; with ``meta`` (the new run's config, as passed
+    to :func:`train` as ``checkpoint_meta``) a changed setting is refused *before* anything
+    is loaded or written (call it before writing the new ``config.json``)."""
+    from spiral import checkpoint
+
+    if meta is not None:
+        check_resume(checkpoint.read_header(path).get("meta", {}), meta, str(path))
+    header = checkpoint.load(path, model, optimizer, rng)
+    return TrainState(step=header["step"], history=header["history"])

@@ -48,12 +48,12 @@ def train_gpt(data_name: str, out_dir: str | Path | None = None, *, preset: str 
     With ``out_dir``, the run directory gets ``config.json``, ``metrics.jsonl``, the
     checkpoint and ``samples.txt``; ``resume=True`` continues from its checkpoint.
     """
-    from spiral import checkpoint, data
+    from spiral import data
     from spiral.generate import sample_text
     from spiral.optim import AdamW
     from spiral.records import atomic_write_text
     from spiral.tokenizers.char import CharTokenizer
-    from spiral.train import TrainConfig, TrainState, train
+    from spiral.train import TrainConfig, TrainState, resume, train
 
     if preset not in RECIPES:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(RECIPES)}")
@@ -77,8 +77,8 @@ def train_gpt(data_name: str, out_dir: str | Path | None = None, *, preset: str 
     if out is not None:
         ckpt = out / "checkpoint.safetensors"
         if resume and ckpt.is_file():
-            header = checkpoint.load(ckpt, model, opt, rng)
-            state = TrainState(step=header["step"], history=header["history"])
+            # refuses changed settings before config.json is rewritten (provenance)
+            state = resume(ckpt, model, opt, rng, meta=config)
         else:
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.jsonl").unlink(missing_ok=True)

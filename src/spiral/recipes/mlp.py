@@ -25,13 +25,13 @@ def train_mlp(data_name: str, out_dir: str | Path | None = None, *, seed: int = 
               train_overrides: dict[str, Any] | None = None, resume: bool = False,
               progress: bool = True) -> dict[str, Any]:
     """Train the MLP LM on a corpus's fixed split; returns config, final val loss, history."""
-    from spiral import checkpoint, data
+    from spiral import data
     from spiral.generate import sample_text
     from spiral.nn.module import param_groups
     from spiral.optim import AdamW
     from spiral.records import atomic_write_text
     from spiral.tokenizers.char import CharTokenizer
-    from spiral.train import TrainConfig, TrainState, train
+    from spiral.train import TrainConfig, TrainState, resume, train
 
     splits = data.get_splits(data_name)
     tcfg_window = (train_overrides or {}).get("seq_len")
@@ -51,8 +51,8 @@ def train_mlp(data_name: str, out_dir: str | Path | None = None, *, seed: int = 
     if out is not None:
         ckpt = out / "checkpoint.safetensors"
         if resume and ckpt.is_file():
-            header = checkpoint.load(ckpt, model, opt, rng)
-            state = TrainState(step=header["step"], history=header["history"])
+            # refuses changed settings before config.json is rewritten (provenance)
+            state = resume(ckpt, model, opt, rng, meta=config)
         else:
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.jsonl").unlink(missing_ok=True)
