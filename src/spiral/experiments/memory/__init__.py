@@ -1,0 +1,1 @@
+"""Experiments on where training memory goes, predicted and measured (stage 11)."""
