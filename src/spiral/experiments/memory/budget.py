@@ -16,7 +16,7 @@ Chapter: stage 11 (memory analysis).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
