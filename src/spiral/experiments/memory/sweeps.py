@@ -88,8 +88,6 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
             xs = np.linspace(min(x), max(x), 50)
             ax.plot(xs, (cf["a"] * xs**2 + cf["b"] * xs + cf["c"]) / MiB, ":",
                     color="#777777", lw=1.0, label="a·T² + b·T + c")
-        if knob == "batch":
-            ax.set_xscale("log", base=2)
     axes[0].set_ylabel("peak of one step (MiB)")
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
