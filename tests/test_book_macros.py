@@ -82,3 +82,43 @@ def test_table_escapes_pipes(tmp_path):
     (folder / "results.json").write_text(_json.dumps(record))
     out = Book(tmp_path).render('{{ table("p", "t") }}')
     assert "| \\|x\\| | y |" in out and "| a\\|b | 1 |" in out
+
+
+@pytest.fixture
+def runs_book(tmp_path):
+    folder = tmp_path / "results" / "runs"
+    folder.mkdir(parents=True)
+    record = {"config": {"seeds": [4, 5, 6]}, "results": {
+        "one": {"mean": 2.5, "sd": "nan", "n": 1, "values": [2.5]},
+        "old_one": {"mean": 2.5, "sd": 0.0, "n": 1, "values": [2.5]},
+        "three": {"mean": 21.5, "sd": 20.0, "n": 3, "values": [13.0, 7.2, 44.3]},
+        "runs": [{"seed": 1, "nats": 1.91}, {"seed": 2, "nats": 1.90}, {"seed": 3, "nats": 1.92}],
+        "table": {"columns": ["model", "nats"], "rows": [["a", {"mean": 2.0, "sd": 0.0, "n": 1}]]},
+    }}
+    (folder / "results.json").write_text(json.dumps(record))
+    return Book(tmp_path)
+
+
+def test_a_single_run_is_labelled_never_plus_minus_zero(runs_book):
+    """Regression: n = 1 rendered as "2.500 ± 0.000", a perfectly reproducible result."""
+    for key in ("one", "old_one"):
+        assert runs_book.render(f'{{{{ result("runs", "{key}") }}}}') == "2.500 (one run)"
+    table = runs_book.render('{{ table("runs", "table", ".2f") }}')
+    assert "| a | 2.00 (one run) |" in table and "±" not in table
+    assert runs_book.render('{{ result("runs", "three", ".1f") }}') == "21.5 ± 20.0"
+
+
+def test_extremes_of_runs_render_from_results(runs_book):
+    r = runs_book.render
+    assert r('{{ result("runs", "three", ".1f", stat="min") }}') == "7.2"
+    assert r('{{ result("runs", "three", ".1f", stat="max") }}') == "44.3"
+    assert r('{{ result("runs", "three", stat="argmin") }}') == "5"  # seeds from the config
+    assert r('{{ result("runs", "three", stat="argmax") }}') == "6"
+    assert r('{{ result("runs", "runs.*.nats", ".2f", stat="max") }}') == "1.92"
+    assert r('{{ result("runs", "runs.*.nats", stat="argmin", seeds="runs.*.seed") }}') == "2"
+    with pytest.raises(MacroError, match="stat must be"):
+        r('{{ result("runs", "three", stat="median") }}')
+    with pytest.raises(MacroError, match="list of numbers"):
+        r('{{ result("runs", "table", stat="min") }}')
+    with pytest.raises(MacroError, match="seeds"):
+        r('{{ result("runs", "runs.*.nats", stat="argmin", seeds="three.values.0") }}')

@@ -37,7 +37,11 @@ class MacroError(ValueError):
 
 def _lookup(data: Any, key: str, where: str) -> Any:
     node = data
-    for part in key.split("."):
+    parts = key.split(".")
+    for at, part in enumerate(parts):
+        if part == "*" and isinstance(node, list):  # runs.*.field: the field of every run
+            rest = ".".join(parts[at + 1:])
+            return [_lookup(x, rest, where) if rest else x for x in node]
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and part.lstrip("-").isdigit():
@@ -49,6 +53,31 @@ def _lookup(data: Any, key: str, where: str) -> Any:
             keys = list(node)[:12] if isinstance(node, dict) else type(node).__name__
             raise MacroError(f"{where}: key {key!r} not found at {part!r} (have: {keys})")
     return node
+
+
+def _summary(value: dict[str, Any], fmt: str) -> str:
+    """``mean ± sd``; a single run (n = 1, or no finite sd) is its value, labelled as one run
+    (a "± 0.000" would claim a perfectly reproducible result)."""
+    sd = value["sd"]
+    if value.get("n") == 1 or not isinstance(sd, (int, float)) or not math.isfinite(sd):
+        return f"{_fmt(value['mean'], fmt)} (one run)"
+    return f"{_fmt(value['mean'], fmt)} ± {_fmt(sd, fmt)}"
+
+
+def _extreme(value: Any, stat: str, seeds: Any, where: str) -> tuple[Any, bool]:
+    """(min or max of the runs, False) or (the seed that attains it, True)."""
+    values = value.get("values") if isinstance(value, dict) else value
+    if not (isinstance(values, list) and values
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        raise MacroError(f"{where}: stat={stat!r} needs a list of numbers or a mean_sd summary")
+    i = min(range(len(values)), key=values.__getitem__) if stat in ("min", "argmin") \
+        else max(range(len(values)), key=values.__getitem__)
+    if stat in ("min", "max"):
+        return values[i], False
+    if not (isinstance(seeds, list) and len(seeds) == len(values)):
+        raise MacroError(f"{where}: stat={stat!r} needs the runs' seeds (pass seeds=KEY, or "
+                         "record 'seeds' next to the values or in the config)")
+    return seeds[i], True
 
 
 def _fmt(value: Any, fmt: str) -> str:
@@ -86,14 +115,29 @@ class Book:
 
     # -- the four macros --------------------------------------------------------------
 
-    def result(self, name: str, key: str, fmt: str = ".3f", unit: str = "") -> str:
-        """One number (or ``mean ± sd`` for a dict with mean and sd)."""
-        value = _lookup(self.record(name).get("results", {}), key, f"result({name!r})")
+    def result(self, name: str, key: str, fmt: str = ".3f", unit: str = "", stat: str = "",
+               seeds: str = "") -> str:
+        """One number (or ``mean ± sd`` for a dict with mean and sd; one run is labelled).
+
+        ``stat`` names an extreme of the runs behind ``key`` (a mean_sd summary, a list, or
+        ``runs.*.field``): ``"min"``/``"max"`` give the value, ``"argmin"``/``"argmax"`` the
+        seed that attains it (from ``seeds``, a key of the results, else a ``seeds`` list next
+        to the values or in the config). Prose that names extremes renders them from results.
+        """
+        where = f"result({name!r}, {key!r})"
+        record = self.record(name)
+        value = _lookup(record.get("results", {}), key, where)
+        if stat:
+            if stat not in ("min", "max", "argmin", "argmax"):
+                raise MacroError(f"{where}: stat must be min, max, argmin or argmax")
+            runs = (_lookup(record.get("results", {}), seeds, where) if seeds
+                    else value.get("seeds", record.get("config", {}).get("seeds"))
+                    if isinstance(value, dict) else record.get("config", {}).get("seeds"))
+            value, is_seed = _extreme(value, stat, runs, where)
+            return f"{value}{unit}" if is_seed else f"{_fmt(value, fmt)}{unit}"
         if isinstance(value, dict) and "mean" in value and "sd" in value:
-            text = f"{_fmt(value['mean'], fmt)} ± {_fmt(value['sd'], fmt)}"
-        else:
-            text = _fmt(value, fmt)
-        return f"{text}{unit}"
+            return f"{_summary(value, fmt)}{unit}"
+        return f"{_fmt(value, fmt)}{unit}"
 
     def table(self, name: str, key: str, fmt: str = ".3f") -> str:
         """A stored ``{"columns": [...], "rows": [[...]]}`` as a Markdown table."""
@@ -112,7 +156,7 @@ class Book:
             cells = []
             for v in row:
                 if isinstance(v, dict) and "mean" in v and "sd" in v:
-                    cells.append(f"{_fmt(v['mean'], fmt)} ± {_fmt(v['sd'], fmt)}")
+                    cells.append(_summary(v, fmt))
                 elif isinstance(v, float):
                     cells.append(_fmt(v, fmt))
                 elif v is None:

@@ -63,7 +63,13 @@ def config_hash(config: Any) -> str:
 
 
 def mean_sd(values: Any) -> dict[str, Any]:
-    """Summary of a headline number over seeds: sample mean, sample sd (n-1), the values."""
+    """Summary of a headline number over seeds: sample mean, sample sd (n-1), n, the values.
+
+    A single value has no sample sd: ``n == 1`` marks it, and ``sd`` is then a 0.0 placeholder
+    (kept numeric so plots and checks of one-seed quick variants still run), not a
+    measurement. The book's ``result``/``table`` macros render such a summary as one run,
+    never as "± 0.000"; a claim that compares runs needs n >= 3.
+    """
     v = np.asarray(list(values), dtype=np.float64)
     if v.size == 0:
         raise ValueError("mean_sd needs at least one value")
