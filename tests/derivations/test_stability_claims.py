@@ -176,3 +176,49 @@ def test_batchnorm_over_time_leaks_future_tokens_layernorm_does_not() -> None:
     np.testing.assert_array_equal(first_position(bn, x), first_position(bn, x_future))
     ln = LayerNorm(d, dtype=np.float64)
     np.testing.assert_array_equal(first_position(ln, x), first_position(ln, x_future))
+
+
+def test_tanh_q_map_has_a_stable_nonzero_fixed_point_for_every_gain_above_one() -> None:
+    """q ← g² E[tanh(√q x)²]: for g > 1 a unique stable fixed point q* > 0; for g ≤ 1, q → 0.
+
+    The map is increasing and concave in q with slope g² · E[tanh'(0)²] = g² at 0, so it
+    crosses the diagonal once when g > 1 and never (except at 0) when g ≤ 1.
+    """
+    from spiral.experiments.stability.mean_field import fixed_point, gauss, predict
+
+    def q_map(q: float, g: float) -> float:
+        return g * g * gauss(lambda z: np.tanh(z) ** 2, q)
+
+    for g in (1.1, 4 / 3, 5 / 3, 2.0, 3.0):
+        q = fixed_point(g * g)
+        assert q > 1e-3 and q_map(q, g) == pytest.approx(q, rel=1e-9)
+        slope = (q_map(q * 1.001, g) - q_map(q * 0.999, g)) / (0.002 * q)
+        assert 0 < slope < 1  # stable: perturbations shrink
+        assert fixed_point(g * g, q0=50.0) == pytest.approx(q, rel=1e-6)  # unique: from above too
+        chi = predict("tanh", g * g, 1, q_input=q / (g * g))["chi"][0]
+        assert chi > 1  # the fixed point is chaotic: the backward pass grows
+    assert fixed_point(0.9, iters=20_000) < 1e-3
+
+
+def test_mean_field_matches_a_wide_tanh_network() -> None:
+    """The predicted std of h_l and the backward gain agree with a 512-wide random network."""
+    from spiral.experiments.stability.mean_field import predict
+
+    rng = np.random.default_rng(0)
+    n, depth = 512, 6
+    for g2 in (1.0, (5 / 3) ** 2, 16.0):
+        h = rng.standard_normal((128, n))
+        ws = [rng.normal(0, math.sqrt(g2 / n), (n, n)) for _ in range(depth)]
+        zs = []
+        for w in ws:
+            zs.append(h @ w.T)
+            h = np.tanh(zs[-1])
+        mf = predict("tanh", g2, depth)
+        assert h.std() == pytest.approx(mf["std_last"], rel=0.03)
+        # backward: E[δ_l²] = χ_l E[δ_{l+1}²]; push a random δ from the top to layer 1
+        delta = rng.standard_normal(h.shape) * (1 - h ** 2)
+        top = float(np.mean(delta ** 2))
+        for w, z in zip(ws[:0:-1], zs[-2::-1]):
+            delta = (delta @ w) * (1 - np.tanh(z) ** 2)
+        predicted = float(np.prod(mf["chi"][:-1]))
+        assert np.mean(delta ** 2) / top == pytest.approx(predicted, rel=0.1)

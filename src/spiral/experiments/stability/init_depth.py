@@ -14,7 +14,9 @@ scale that is a little off compounds geometrically over depth. We push one batch
 and tanh or ReLU, and record per layer the mean and std of the activations and the norm of
 ∂L/∂W_l for a fixed random readout L = Σ r ⊙ h_L / √(B · width). Weights come from
 ``spiral.nn.init``; the forward and backward passes are the ``Tensor`` engine's.
-Chapter: stage 6 (training stability), "Watching a deep network at initialization".
+Each row is compared with the mean-field prediction of ``mean_field.predict`` (Poole et al.
+2016), computed without drawing a weight. Chapter: stage 6 (training stability), "Watching a
+deep network at initialization" and "What the numbers obey".
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from spiral.autograd import Tensor
 from spiral.experiments.framework import Experiment, mean_sd
 from spiral.experiments.stability.common import single_thread, spread_labels
+from spiral.experiments.stability.mean_field import fixed_point, predict, sigma_w2
 from spiral.nn import functional as F
 from spiral.nn import init
 
@@ -100,19 +103,29 @@ def _run(config: Config) -> dict[str, Any]:
             last_std = [r["std"][-1] for r in runs]
             log_grad = [math.log10(max(r["grad"][0], 1e-300) / max(r["grad"][-1], 1e-300))
                         for r in runs]
+            mf = predict(act, sigma_w2(scheme, config.width), config.depth)
+            curves[key]["mean_field_std"] = mf["std"]
             summary[key] = {"std_first": mean_sd([r["std"][0] for r in runs]),
+                            "predicted": {k: mf[k] for k in
+                                          ("std_last", "saturated_last", "log10_grad_ratio")}
+                            | {"chi_last": mf["chi"][-1]},
                             "std_last": mean_sd(last_std),
                             "log10_grad_ratio": mean_sd(log_grad),
                             "saturated_last": mean_sd([r["saturated"][-1] for r in runs])}
             sat = f"{100 * np.mean([r['saturated'][-1] for r in runs]):.0f} %"
             rows.append([act, LABELS[scheme], f"{np.mean([r['std'][0] for r in runs]):.3g}",
-                         f"{np.mean(last_std):.3g}", sat if act == "tanh" else "–",
-                         f"{np.mean(log_grad):+.1f}"])
+                         f"{np.mean(last_std):.3g} ({mf['std_last']:.3g})",
+                         sat if act == "tanh" else "–",
+                         f"{np.mean(log_grad):+.2f} ({mf['log10_grad_ratio']:+.2f})"])
+    q_star = fixed_point((5 / 3) ** 2)
+    star = predict("tanh", (5 / 3) ** 2, 1, q_input=q_star / (5 / 3) ** 2)
     return {
         "depth": config.depth, "width": config.width, "curves": curves, "summary": summary,
-        "table": {"columns": ["activation", "init", "std layer 1", f"std layer {config.depth}",
+        "tanh_gain_fixed_point": {"q": q_star, "std": star["std_last"], "chi": star["chi"][0]},
+        "table": {"columns": ["activation", "init", "std layer 1",
+                              f"std layer {config.depth} (mean-field)",
                               "tanh units saturated (abs h > 0.99) at the top",
-                              "log₁₀ ‖∂L/∂W₁‖ / ‖∂L/∂W_L‖"],
+                              "log₁₀ ‖∂L/∂W₁‖ / ‖∂L/∂W_L‖ (mean-field)"],
                   "rows": rows},
     }
 
@@ -130,6 +143,10 @@ def _plot_metric(results: dict[str, Any], metric: str, ylabel: str, log_tanh: bo
                 y = np.maximum(y, 1e-30)
             x = list(range(1, len(y) + 1))
             (ax.semilogy if log else ax.plot)(x, y, color=PALETTE[i])
+            mf = results["curves"][f"{act}_{scheme}"].get("mean_field_std")
+            if metric == "std" and mf is not None:  # the prediction, thin and dotted
+                m = np.maximum(np.asarray(mf, dtype=float), 1e-30) if log else mf
+                ax.plot(x, m, color="black", lw=0.7, ls=":")
             ends.append((float(x[-1]), float(y[-1]), LABELS[scheme], PALETTE[i]))
         spread_labels(ax, ends)
         ax.set_title(f"{act}, {results['width']} wide, {results['depth']} layers")
@@ -176,6 +193,16 @@ def check(results: dict[str, Any]) -> None:
     # tanh with Xavier decays slowly; torch's 5/3 gain holds it up
     assert s["tanh_xavier_tanh_gain"]["std_last"]["mean"] > 2 * s["tanh_xavier"]["std_last"]["mean"]
     assert s["tanh_xavier_tanh_gain"]["std_last"]["mean"] > 0.3
+    # the mean-field recursion predicts every tanh row that keeps a signal: the top std to 5 %,
+    # the saturated fraction to 0.03 and the decades of gradient growth to 0.3
+    for scheme in ("large", "xavier", "xavier_tanh_gain", "kaiming"):
+        row, mf = s[f"tanh_{scheme}"], s[f"tanh_{scheme}"]["predicted"]
+        assert abs(row["std_last"]["mean"] / mf["std_last"] - 1) < 0.05, (scheme, row, mf)
+        assert abs(row["saturated_last"]["mean"] - mf["saturated_last"]) < 0.03, (scheme, mf)
+        assert abs(row["log10_grad_ratio"]["mean"] - mf["log10_grad_ratio"]) < 0.3, (scheme, mf)
+    # the 5/3 gain's stable fixed point is what layer 50 sits at
+    assert abs(results["tanh_gain_fixed_point"]["std"]
+               - s["tanh_xavier_tanh_gain"]["predicted"]["std_last"]) < 1e-3
 
 
 EXPERIMENT = Experiment(
