@@ -14,6 +14,7 @@ from spiral.nn.norm import (
     composed_batch_norm,
     composed_rms_norm,
     rms_norm,
+    running_stats_frozen,
 )
 
 torch = pytest.importorskip("torch")
@@ -235,3 +236,41 @@ def test_rmsnorm_gradcheck_and_composed() -> None:
 def test_rmsnorm_rejects_wrong_shape() -> None:
     with pytest.raises(ValueError):
         RMSNorm(4)(Tensor(np.ones((2, 5))))
+
+
+def test_running_stats_frozen_uses_batch_statistics_and_leaves_buffers() -> None:
+    rng = np.random.default_rng(5)
+    bn = BatchNorm1d(4, momentum=0.3, dtype=np.float64)
+    bn(Tensor(rng.standard_normal((8, 4))))  # some history in the buffers
+    before = {k: v.copy() for k, v in bn.state_dict().items()}
+    x = Tensor(rng.standard_normal((16, 4)) * 3 + 1)
+    with running_stats_frozen(bn):
+        y = bn(x)
+    ref = torch.nn.functional.batch_norm(torch.tensor(x.data), None, None, training=True)
+    np.testing.assert_allclose(y.data, ref.numpy(), atol=1e-12)  # batch statistics
+    for k, v in bn.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    assert bn.track_running_stats  # restored on exit
+    bn(x)
+    assert int(bn.num_batches_tracked) == int(before["num_batches_tracked"]) + 1
+
+
+def test_batchnorm_probe_leaves_the_running_averages_alone() -> None:
+    """Regression (stage 6 experiment): the probe ran 4,096 held-out contexts through the
+    model in train mode, moving every running mean by momentum x (held-out mean) and
+    counting a batch, before it compared the running mean with that held-out mean."""
+    from spiral.experiments.stability.batchnorm_stats import _probe
+    from spiral.experiments.stability.models import NormedMLP, mlp_config
+
+    rng = np.random.default_rng(0)
+    model = NormedMLP(mlp_config(11, n_layers=2, d_hidden=16), "batchnorm", rng=rng)
+    px, py = rng.integers(0, 11, (256, 3)), rng.integers(0, 11, 256)
+    model.train()
+    model.context_logits(px[:32])  # one training step's worth of statistics
+    before = {k: v.copy() for k, v in model.state_dict().items() if "norms" in k}
+    out = _probe(model, px, py, batch=32)
+    for k, v in model.state_dict().items():
+        if k in before:
+            np.testing.assert_array_equal(v, before[k], err_msg=k)
+    np.testing.assert_array_equal(out["run_mean"], before["norms.0.running_mean"])
+    assert model.training

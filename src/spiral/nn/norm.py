@@ -21,6 +21,8 @@ Chapter: stage 6 (training stability), "BatchNorm forward and backward".
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -187,6 +189,27 @@ class BatchNorm1d(Module):
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+@contextmanager
+def running_stats_frozen(model: Module) -> Iterator[Module]:
+    """Train-mode BatchNorm forwards inside the block normalize with batch statistics but
+    leave every running average and ``num_batches_tracked`` untouched.
+
+    A probe that runs held-out data through a model in training mode must not train the
+    model's evaluation statistics on that data. Inside the block each BatchNorm has
+    ``track_running_stats = False`` (torch's semantics: batch statistics, buffers not
+    updated), so use it for train-mode forwards only.
+    """
+    norms = [m for m in model.modules() if isinstance(m, BatchNorm1d)]
+    tracked = [m.track_running_stats for m in norms]
+    try:
+        for m in norms:
+            m.track_running_stats = False
+        yield model
+    finally:
+        for m, t in zip(norms, tracked):
+            m.track_running_stats = t
 
 
 class LayerNorm(Module):

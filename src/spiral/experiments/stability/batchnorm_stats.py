@@ -27,7 +27,7 @@ from spiral.experiments.framework import Experiment, mean_sd
 from spiral.experiments.stability.common import single_thread
 from spiral.experiments.stability.models import NormedMLP, mlp_config, names_data
 from spiral.nn import functional as F
-from spiral.nn.norm import BatchNorm1d
+from spiral.nn.norm import BatchNorm1d, running_stats_frozen
 
 
 @dataclass(frozen=True)
@@ -46,20 +46,16 @@ def _probe(model: NormedMLP, px: np.ndarray, py: np.ndarray, batch: int) -> dict
     bn = model.norms[0]
     assert isinstance(bn, BatchNorm1d)
     with no_grad():
-        a1 = model.hidden_from_contexts(px)[0].data  # (N, d_hidden) pre-norm of layer 1
+        # every train-mode forward of held-out data leaves the running averages alone (they
+        # once absorbed the 4,096 probe contexts here, biasing run_mean toward pop_mean)
+        with running_stats_frozen(model):
+            a1 = model.hidden_from_contexts(px)[0].data  # (N, d_hidden) pre-norm of layer 1
+            losses = [float(F.cross_entropy(model.context_logits(px[i:i + batch]),
+                                            py[i:i + batch]).item())
+                      for i in range(0, len(px) - batch + 1, batch)]
         model.eval()
         eval_loss = float(F.cross_entropy(model.context_logits(px), py).item())
         model.train()
-        bns = [m for m in model.norms if isinstance(m, BatchNorm1d)]
-        saved = [(m, m.momentum, m.num_batches_tracked.copy()) for m in bns]
-        for m, _, _ in saved:  # train-mode forward without touching the running averages
-            m.momentum = 0.0
-        losses = [float(F.cross_entropy(model.context_logits(px[i:i + batch]),
-                                        py[i:i + batch]).item())
-                  for i in range(0, len(px) - batch + 1, batch)]
-        for m, mom, nbt in saved:
-            m.momentum = mom
-            m.num_batches_tracked[...] = nbt
     return {
         "pop_mean": a1.mean(0), "pop_var": a1.var(0, ddof=1),
         "run_mean": bn.running_mean.copy(), "run_var": bn.running_var.copy(),
