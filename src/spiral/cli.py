@@ -30,19 +30,32 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def cmd_stages(args: argparse.Namespace) -> int:
+def stage_rows() -> list[tuple[Any, ...]]:
+    """(number, title, spiral, reading minutes, status dict) for every stage."""
     from spiral.experiments.framework import discover
 
     with_experiments = {e.stage for e in discover().values()}
-    rows = []
-    for s in stages_mod.STAGES:
-        st = stages_mod.status(s, with_experiments)
-        mark = {True: "yes", False: "-"}
-        rows.append([
-            s.number, s.title, s.spiral, f"{s.reading_minutes} min",
-            mark[st["chapter"]], mark[st["code"]], mark[st["experiments"]], mark[st["tests"]],
-            mark[st["coverage"]],
-        ])
+    return [(s.number, s.title, s.spiral, s.reading_minutes,
+             stages_mod.status(s, with_experiments)) for s in stages_mod.STAGES]
+
+
+def stages_markdown() -> str:
+    """The README's table of what exists for each stage (``spiral stages --markdown``)."""
+    lines = ["| # | stage | spiral | what exists today |", "|---:|---|---:|---|"]
+    for number, title, spiral, _, st in stage_rows():
+        have = [k for k in ("chapter", "code", "experiments", "tests") if st[k]]
+        lines.append(f"| {number} | {title} | {spiral} | {', '.join(have) or 'planned'} |")
+    return "\n".join(lines)
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(stages_markdown())
+        return 0
+    mark = {True: "yes", False: "-"}
+    rows = [[n, title, spiral, f"{minutes} min", mark[st["chapter"]], mark[st["code"]],
+             mark[st["experiments"]], mark[st["tests"]], mark[st["coverage"]]]
+            for n, title, spiral, minutes, st in stage_rows()]
     print(_table(
         ["#", "stage", "spiral", "reading", "chapter", "code", "experiments", "tests", "coverage"],
         rows,
@@ -155,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stages", help="list the 18 stages and what exists for each",
                        description="List the 18 stages: title, spiral, reading time and "
                        "which of chapter, code, experiments, tests and coverage map exist.")
+    s.add_argument("--markdown", action="store_true",
+                   help="print the README's table of what exists for each stage")
     s.set_defaults(func=cmd_stages)
 
     r = sub.add_parser("run", help="run a stage's experiments (figures + results JSON)",
