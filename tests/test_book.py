@@ -32,7 +32,7 @@ def site(tmp_path_factory) -> Path:
 
 def test_mkdocs_build_strict(site):
     assert (site / "index.html").is_file()
-    assert (site / "foundations" / "index.html").is_file()
+    assert (site / "foundations.html").is_file()  # page.html links: the book works from disk
 
 
 def test_every_written_chapter_is_in_the_nav_and_the_stage_map(site):
@@ -98,9 +98,10 @@ def test_browser_shows_typeset_math_and_figures(site):
             )
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("request", lambda r: requests.append(r.url))
-            pages = ["foundations/"] + sorted(
-                f"stages/{d.name}/" for d in (site / "stages").glob("stage-*") if d.is_dir()
-            ) if (site / "stages").is_dir() else ["foundations/"]
+            pages = ["foundations.html"] + sorted(
+                f"stages/{d.name}/index.html" for d in (site / "stages").glob("stage-*")
+                if d.is_dir()
+            ) if (site / "stages").is_dir() else ["foundations.html"]
             for rel in pages:
                 page.goto(f"{base}/{rel}", wait_until="networkidle")
                 n_math = page.locator(".arithmatex").count()
@@ -120,7 +121,7 @@ def test_browser_shows_typeset_math_and_figures(site):
                     ".map(i => i.src)"
                 )
                 assert not broken, f"{rel}: images failed to load: {broken}"
-                name = rel.strip("/").replace("/", "_") or "index"
+                name = rel.removesuffix("/index.html").removesuffix(".html").replace("/", "_")
                 display = page.locator(".katex-display")
                 if display.count():
                     display.first.evaluate("e => e.scrollIntoView({block: 'center'})")
@@ -130,3 +131,30 @@ def test_browser_shows_typeset_math_and_figures(site):
         server.shutdown()
     foreign = [u for u in requests if not u.startswith(base) and not u.startswith("data:")]
     assert not foreign, f"the book requested the network: {foreign[:5]}"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_book_opened_from_disk_navigates_and_searches(site):
+    """``site/index.html`` opened as a file: links lead to pages (not folder listings) and the
+    search box finds a chapter (Material's offline plugin bundles the index)."""
+    chromium = _chromium()
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is required in CI (.ci/run installs Debian's chromium)")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium,
+                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto((site / "index.html").as_uri())
+        hrefs = page.evaluate("Array.from(document.querySelectorAll('nav a[href]'))"
+                              ".map(a => a.getAttribute('href'))")
+        local = [h for h in hrefs if h and not h.startswith(("http", "#"))]
+        assert local and all(h.split("#")[0].endswith(".html") for h in local), local[:10]
+        page.keyboard.press("s")  # Material's search shortcut opens the search box
+        page.fill("input.md-search__input", "Kneser")
+        page.wait_for_selector(".md-search-result__item", timeout=15000)
+        assert page.locator(".md-search-result__item").count() > 0
+        browser.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spiral.experiments.backprop_gradient_clipping import clip_grad_norm_
+from spiral.experiments.backprop.gradient_clipping import clip_grad_norm_
 from spiral.nn import kernels as K
 
 pytestmark = pytest.mark.stage3

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from spiral.experiments.tokenization_compression import entropy_bits, huffman_lengths
-from spiral.experiments.tokenization_vocab_cost import costs
+from spiral.experiments.tokenization.compression import entropy_bits, huffman_lengths
+from spiral.experiments.tokenization.vocab_cost import costs
 from spiral.tokenizers.bpe import BPETokenizer, merge_pair, train_merges_fast
 from spiral.tokenizers.pretokenize import chunk_counts
 from spiral.tokenizers.unigram import expected_counts

@@ -125,7 +125,7 @@ def test_cut_fraction_matches_the_evaluators_windows() -> None:
     targets whose name began before their window is E[min(k, T)] / T, and k̄ / T once T
     exceeds every name. Counted here on the evaluator's own windows (``windows_of``)."""
     from spiral.evaluate import windows_of
-    from spiral.experiments.transformer_names import cut_fraction
+    from spiral.experiments.transformer.names import cut_fraction
 
     rng = np.random.default_rng(0)
     names = ["x" * int(n) for n in rng.integers(1, 12, 400)]

@@ -112,7 +112,7 @@ def test_shared_recipe_uses_the_learning_rate_tuned_on_the_tune_split() -> None:
     import json
     from pathlib import Path
 
-    from spiral.experiments.attention_common import Recipe
+    from spiral.experiments.attention.common import Recipe
 
     path = Path(__file__).parents[2] / "docs/results/attention_scale_training/results.json"
     if not path.is_file():
