@@ -129,6 +129,7 @@ class PipelineStage:
                     else:
                         buf = np.empty(b * T * C + 1, dtype=dtype)
                         self.comm.recv(buf, self.s - 1)
+                        t0 = time.perf_counter()  # busy from here: waiting is idle time
                         clock = max(clock, float(buf[-1]))
                         inp = Tensor(buf[:-1].reshape(b, T, C), requires_grad=True)
                     out = self._forward(inp, ys[i], m)
@@ -146,6 +147,7 @@ class PipelineStage:
                     else:
                         buf = np.empty(b * T * C + 1, dtype=dtype)
                         self.comm.recv(buf, self.s + 1)
+                        t0 = time.perf_counter()
                         clock = max(clock, float(buf[-1]))
                         out.backward(buf[:-1].reshape(b, T, C))
                     start, clock = clock, clock + COST["B"]
