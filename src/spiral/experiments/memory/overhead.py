@@ -23,6 +23,7 @@ from spiral.experiments.framework import Experiment
 from spiral.experiments.memory.common import batch
 from spiral.models.gpt import GPT, GPTConfig
 from spiral.nn import functional as F
+from spiral.plotting import PALETTE, new_figure
 from spiral.profiling.memory import MemoryProfiler
 
 
@@ -80,7 +81,12 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    return {}
+    fig, ax = new_figure(1, 1, width=5.6, height=2.2)
+    vals = [results["step_seconds"] * 1e3, results["profiled_seconds"] * 1e3]
+    ax.barh(["no profiler", "profiler attached"], vals, color=[PALETTE[0], PALETTE[1]])
+    ax.set_xlabel(f"forward + backward, best of repeats (ms); load average "
+                  f"{results['loadavg'][0]:.1f}")
+    return {"hook_overhead": fig}
 
 
 def check(results: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from spiral.experiments.framework import Experiment
 from spiral.experiments.memory.common import MiB, batch
 from spiral.models.gpt import GPT, GPTConfig
 from spiral.optim import AdamW
+from spiral.plotting import PALETTE, new_figure
 from spiral.profiling.memory import profile_step, torch_step_peak
 
 
@@ -91,7 +92,18 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    return {}
+    fig, ax = new_figure(1, 1, width=7.4, height=2.8)
+    o, t = results["ours"]["by_tag"], results["torch"]["peak_by_tag"]
+    tags = ["param", "optimizer_state", "grad", "activation", "temporary", "autograd_detail"]
+    left = np.zeros(2)
+    for k, tag in enumerate(tags):
+        vals = np.array([o.get(tag, 0), t.get(tag, 0)]) / MiB
+        ax.barh(["spiral", "torch"], vals, left=left, color=PALETTE[k % len(PALETTE)],
+                label=tag)
+        left += vals
+    ax.set_xlabel("bytes at each engine's peak, by its own tags (MiB)")
+    ax.legend(fontsize=7, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    return {"torch_side_by_side": fig}
 
 
 def check(results: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from spiral.experiments.memory.common import MiB, batch
 from spiral.models.gpt import GPT, GPTConfig, count_parameters
 from spiral.nn import functional as F
 from spiral.optim import AdamW
+from spiral.plotting import PALETTE, new_figure
 from spiral.profiling.memory import predict_training_memory, profile_step
 
 
@@ -82,7 +83,18 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    return {}
+    fig, ax = new_figure(1, 1, width=6.4, height=2.8)
+    names = list(results["rows"])
+    y = np.arange(len(names))
+    ax.barh(y - 0.2, [results["rows"][n]["predicted"] / MiB for n in names], height=0.4,
+            color=PALETTE[1], label="predicted")
+    ax.barh(y + 0.2, [results["rows"][n]["measured"] / MiB for n in names], height=0.4,
+            color=PALETTE[0], label="measured")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("peak of one AdamW step (MiB)")
+    ax.legend(fontsize=7)
+    return {"tradeoffs": fig}
 
 
 def check(results: dict[str, Any]) -> None:
