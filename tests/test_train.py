@@ -236,3 +236,8 @@ def test_recipe_resume_with_a_new_lr_leaves_config_json_alone(tmp_path: Path) ->
         train_mlp(str(text), out, model_overrides={"d_hidden": 8}, resume=True,
                   train_overrides={**small, "lr": 0.5}, progress=False)
     assert (out / "config.json").read_text() == before
+    # without --resume the same directory starts a new run, under the new settings
+    fresh = train_mlp(str(text), out, model_overrides={"d_hidden": 8},
+                      train_overrides={**small, "lr": 0.5}, progress=False)
+    assert [r["step"] for r in fresh["history"]] == [2, 4]
+    assert json.loads((out / "config.json").read_text())["train_config"]["lr"] == 0.5

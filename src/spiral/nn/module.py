@@ -213,7 +213,7 @@ class Module:
         for key, m, name, is_param in self._state_slots():
             obj = m._parameters[name] if is_param else m._buffers[name]
             if id(obj) not in copies:
-                copies[id(obj)] = obj.data.copy() if is_param else np.array(obj, copy=True)
+                copies[id(obj)] = np.array(obj.data if is_param else obj, copy=True)  # type: ignore[union-attr]
             out[key] = copies[id(obj)]
         return out
 
@@ -248,7 +248,7 @@ class Module:
             if key not in state:
                 continue
             arr = _as_array(state[key])
-            target = m._parameters[name].data if is_param else m._buffers[name]
+            target = m._parameters[name].data if is_param else m._buffers[name]  # type: ignore[union-attr]
             if arr.shape != target.shape:
                 raise ValueError(
                     f"load_state_dict: shape mismatch for {key!r}: checkpoint has {arr.shape}, "

@@ -53,7 +53,8 @@ def train_gpt(data_name: str, out_dir: str | Path | None = None, *, preset: str 
     from spiral.optim import AdamW
     from spiral.records import atomic_write_text
     from spiral.tokenizers.char import CharTokenizer
-    from spiral.train import TrainConfig, TrainState, resume, train
+    from spiral.train import TrainConfig, TrainState, train
+    from spiral.train import resume as resume_run
 
     if preset not in RECIPES:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(RECIPES)}")
@@ -78,7 +79,7 @@ def train_gpt(data_name: str, out_dir: str | Path | None = None, *, preset: str 
         ckpt = out / "checkpoint.safetensors"
         if resume and ckpt.is_file():
             # refuses changed settings before config.json is rewritten (provenance)
-            state = resume(ckpt, model, opt, rng, meta=config)
+            state = resume_run(ckpt, model, opt, rng, meta=config)
         else:
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.jsonl").unlink(missing_ok=True)

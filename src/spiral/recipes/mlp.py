@@ -31,7 +31,8 @@ def train_mlp(data_name: str, out_dir: str | Path | None = None, *, seed: int = 
     from spiral.optim import AdamW
     from spiral.records import atomic_write_text
     from spiral.tokenizers.char import CharTokenizer
-    from spiral.train import TrainConfig, TrainState, resume, train
+    from spiral.train import TrainConfig, TrainState, train
+    from spiral.train import resume as resume_run
 
     splits = data.get_splits(data_name)
     tcfg_window = (train_overrides or {}).get("seq_len")
@@ -52,7 +53,7 @@ def train_mlp(data_name: str, out_dir: str | Path | None = None, *, seed: int = 
         ckpt = out / "checkpoint.safetensors"
         if resume and ckpt.is_file():
             # refuses changed settings before config.json is rewritten (provenance)
-            state = resume(ckpt, model, opt, rng, meta=config)
+            state = resume_run(ckpt, model, opt, rng, meta=config)
         else:
             out.mkdir(parents=True, exist_ok=True)
             (out / "metrics.jsonl").unlink(missing_ok=True)
