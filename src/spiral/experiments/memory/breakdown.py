@@ -34,6 +34,8 @@ class Config:
     runs: tuple[tuple[str, int, int], ...] = (("baby", 16, 64), ("small", 8, 256))
     vocab_size: int = 65  # Shakespeare's characters
     timeline_run: int = 0
+    # a long-context model whose true peak falls inside attention's backward kernel
+    long_context: tuple[int, int, int, int] = (32, 2, 4, 256)  # d_model, layers, B, T
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
@@ -65,7 +67,12 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     tl = profile_step(model, batch(c, B, T, seed), AdamW(model.parameters(), lr=1e-3))
     pred = predict_training_memory(c, B, T, "adamw")
     first = presets[config.runs[0][0]]
+    C, L, B_l, T_l = config.long_context
+    long_c = GPTConfig(vocab_size=config.vocab_size, context_length=T_l, n_layers=L,
+                       n_heads=4, d_model=C)
+    long_run = measure(long_c, B_l, T_l, seed, witness=True)
     return {
+        "long_context": long_run,
         "presets": presets,
         "max_abs_rel_error": max(abs(p["rel_error"]) for p in presets.values()),
         "max_abs_witness_gap": max(abs(p["profiler_vs_tracemalloc"]) for p in presets.values()),
@@ -143,11 +150,14 @@ def check(results: dict[str, Any]) -> None:
         assert p["measured_phase"] == "backward"
         assert p["training_over_inference"] > 3.0
         assert abs(p["inference_rel_error"]) < 0.05
+    lc = results["long_context"]
+    assert lc["predicted_total_at"].endswith("attn.sdpa")  # the true peak: attention backward
+    assert abs(lc["model_total_vs_tracemalloc"]) < 0.05  # which the model's scratch predicts
 
 
 EXPERIMENT = Experiment(
     name="memory_breakdown", stage=11, title="Where a training step's memory goes, per preset",
-    quick=Config(runs=(("baby", 4, 32), ("small", 1, 64))),
+    quick=Config(runs=(("baby", 4, 32), ("small", 1, 64)), long_context=(32, 1, 2, 128)),
     full=Config(),
     run=run, plot=plot, check=check,
     summary=lambda r: [("max |model - profiler| / profiler", r["max_abs_rel_error"]),
