@@ -241,3 +241,18 @@ def test_recipe_resume_with_a_new_lr_leaves_config_json_alone(tmp_path: Path) ->
                       train_overrides={**small, "lr": 0.5}, progress=False)
     assert [r["step"] for r in fresh["history"]] == [2, 4]
     assert json.loads((out / "config.json").read_text())["train_config"]["lr"] == 0.5
+
+
+def test_resumed_run_does_not_duplicate_metrics(tmp_path: Path) -> None:
+    """Regression: steps between the last checkpoint and the interruption were re-run after
+    resume and their metrics.jsonl lines appended a second time."""
+    cfg = TrainConfig(max_steps=8, batch_size=2, seq_len=8, eval_interval=1, eval_tokens=50,
+                      checkpoint_interval=4, progress=False)
+    m1, o1, r1 = make(seed=2)
+    train(m1, o1, TRAIN, VAL, cfg, r1, out_dir=tmp_path, until=6)  # checkpoint at 4, logs 1-6
+    m2, o2, r2 = make(seed=2)
+    header = checkpoint.load(tmp_path / "checkpoint.safetensors", m2, o2, r2)
+    train(m2, o2, TRAIN, VAL, cfg, r2, out_dir=tmp_path,
+          state=TrainState(step=header["step"], history=header["history"]))
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["step"] for s in lines] == list(range(1, 9))

@@ -82,6 +82,12 @@ def save(path: str | Path, model: Any, optimizer: Any = None, *, step: int = 0,
 
         os.chmod(tmp, default_file_mode())  # mkstemp's 0600 would hide the file from others
         os.replace(tmp, path)  # atomic on POSIX and Windows
+        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -171,6 +171,11 @@ def _train(model: Module, optimizer: Any, train_ids: np.ndarray, val_ids: np.nda
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        metrics = out / "metrics.jsonl"
+        if state.step and metrics.is_file():  # resumed: drop records of the steps re-run
+            kept = [ln for ln in metrics.read_text(encoding="utf-8").splitlines()
+                    if ln.strip() and json.loads(ln)["step"] <= state.step]
+            metrics.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
     params = list(model.parameters())
     tokens_per_step = config.batch_size * config.seq_len * config.grad_accum
     losses: list[float] = []
