@@ -26,26 +26,34 @@ import numpy as np
 from spiral.distributed.strategies import STRATEGIES, run_rank, train
 from spiral.distributed.workload import TrainSpec, train_single
 
-__all__ = ["add_arguments", "spec_from_args", "run", "main"]
+__all__ = ["add_parallel_arguments", "add_arguments", "spec_from_args", "run", "main"]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The distributed options (``--nproc``, ``--parallel`` and the run's sizes)."""
+def add_parallel_arguments(parser: argparse.ArgumentParser) -> Any:
+    """Only the parallelism options (no model or data sizes): safe to add to a parser that
+    already has its own ``--steps``, ``--batch-size`` or ``--data``."""
     g = parser.add_argument_group("distributed training (stage 13)")
-    g.add_argument("--nproc", type=int, default=2, help="worker processes (default 2)")
+    g.add_argument("--nproc", type=int, default=1, help="worker processes (default 1)")
     g.add_argument("--parallel", choices=STRATEGIES, default="dp",
                    help="dp | tp | pp | zero1 | zero2 | zero3 | dp_tp (tp inside dp)")
     g.add_argument("--tp", type=int, default=2, help="tensor-parallel width for dp_tp")
     g.add_argument("--schedule", choices=("naive", "gpipe", "1f1b"), default="1f1b")
     g.add_argument("--micro-batches", type=int, default=4)
     g.add_argument("--allreduce", choices=("naive", "ring", "bucketed"), default="bucketed")
+    g.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up")
+    g.add_argument("--check", action="store_true",
+                   help="also train in one process and report the largest parameter gap")
+    return g
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The distributed options and the run's sizes (``python -m spiral.distributed.launch``)."""
+    g = add_parallel_arguments(parser)
+    parser.set_defaults(nproc=2)
     g.add_argument("--steps", type=int, default=20)
     g.add_argument("--batch-size", type=int, default=8, help="the GLOBAL batch")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     g.add_argument("--data", choices=("shakespeare", "synthetic"), default="shakespeare")
-    g.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up")
-    g.add_argument("--check", action="store_true",
-                   help="also train in one process and report the largest parameter gap")
     return parser
 
 

@@ -83,14 +83,15 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 def plot(results: dict[str, Any]) -> dict[str, Any]:
     fig, ax = new_figure(width=6.0, height=3.6)
     rows = results["collectives"]
-    N = np.array([r["world"] for r in rows])
+    N = np.array([r["world"] for r in rows], dtype=float)
     n = rows[0]["bytes"]
     ax.plot(N, [r["naive_root"] / n for r in rows], "o", color=PALETTE[1])
     ax.plot(N, N - 1, "-", color=PALETTE[1], lw=1)
-    direct_label(ax, N, N - 1, "naive, root: N − 1", color=PALETTE[1])
+    direct_label(ax, list(N), list(N - 1), "naive, root: N − 1", color=PALETTE[1])
     ax.plot(N, [r["ring"][0] / n for r in rows], "o", color=PALETTE[0])
     ax.plot(N, 2 * (N - 1) / N, "-", color=PALETTE[0], lw=1)
-    direct_label(ax, N, 2 * (N - 1) / N, "ring, every rank: 2(N − 1)/N", color=PALETTE[0])
+    direct_label(ax, list(N), list(2 * (N - 1) / N), "ring, every rank: 2(N − 1)/N",
+                 color=PALETTE[0])
     ax.set_xlabel("ranks N")
     ax.set_ylabel("bytes sent / buffer bytes")
     ax.set_title("One all-reduce: counted bytes (dots) vs formula (lines)")
