@@ -58,6 +58,7 @@ def test_library_works_and_explains_itself_without_torch(tmp_path):
     assert "CLEAR: spiral.distributed needs PyTorch" in out.stdout
 
 
+@pytest.mark.slow  # a second pytest process: ~10 s on the shared machine
 def test_torch_free_tests_pass_without_torch(tmp_path):
     tests = ["tests/distributed/test_cost_model.py",
              "tests/distributed/test_pipeline_schedules.py::test_1f1b_keeps_at_most_p_minus_s_micro_batches_in_flight",

@@ -28,7 +28,7 @@ def max_error(a: dict, b: dict) -> float:
     return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
 
 
-@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("world", [pytest.param(2, marks=pytest.mark.slow), 4])
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_per_rank_model_state_memory_matches_derivation(stage, world):
     run = train(SPEC, world, "dp" if stage == 0 else f"zero{stage}", timeout_s=120)
@@ -45,7 +45,8 @@ def test_derivation_rejects_unknown_stage():
         zero_memory_elements(10, 2, 4)
 
 
-@pytest.mark.parametrize("stage", [1, pytest.param(2, marks=pytest.mark.slow), 3])
+@pytest.mark.parametrize("stage", [1, pytest.param(2, marks=pytest.mark.slow),
+                                   pytest.param(3, marks=pytest.mark.slow)])
 def test_sharded_checkpoint_loads_into_unsharded_model_and_back(stage, tmp_path):
     spec = replace(TrainSpec(), steps=20)
     reference = train_single(spec)["state"]
