@@ -5,7 +5,8 @@ step), the context (shorter dependencies, fewer tokens), the width (fewer parame
 store everything in float16 (pure half precision, no master copy). Each row is a measured
 step (profiler) beside its prediction; the cost column is measured too: tokens per step,
 parameters, or, for float16, the fraction of parameters that are no longer finite after
-ONE AdamW step (its ε = 1e-8 rounds to 0 in float16, so 0/0 appears where v is 0).
+two AdamW steps, the warm-up and the profiled one (its ε = 1e-8 rounds to 0 in float16,
+so 0/0 appears where v is 0).
 Mixed precision, which avoids that, is a predicted row only: our engine has no mixed mode
 until stage 12. Chapter: stage 11 (memory analysis).
 """
@@ -67,7 +68,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                 "half the context": f"context {T // 2}, {r['tokens']:,} tokens per step",
                 "half the width": f"{r['params']:,} parameters",
                 "float16 everywhere": f"{r['nonfinite_share']:.1%} of parameters not finite "
-                                      "after one AdamW step"}.get(name, f"{r['tokens']:,} "
+                                      "after two AdamW steps"}.get(name, f"{r['tokens']:,} "
                                                                     "tokens per step")
         table.append([name, f"{r['predicted'] / MiB:.1f}", f"{r['measured'] / MiB:.1f}",
                       f"{r['saved']:.0%}", cost])
