@@ -147,3 +147,42 @@ def test_cut_fraction_matches_the_evaluators_windows() -> None:
     kbar = sum(len(n) * (len(n) + 1) / 2 for n in names) / sum(len(n) + 1 for n in names)
     assert cut_fraction(names, 32) == pytest.approx(kbar / 32, rel=1e-12)
     assert cut_fraction(names, 4) < kbar / 4  # capped: a target is cut at most once
+
+
+def test_one_head_two_copies_margins_sum_to_the_theorems_terms() -> None:
+    """'A task one head cannot do': for the second output (copy x_{t-3}) with logits
+    a·F[k, x1] + b·F[k, x3] + c_k, the correct-minus-competitor margins of the inputs (i,i)
+    and (j,j) sum to (a+b)·D and those of (i,j) and (j,i) to (b-a)·D, D = F_ii+F_jj-F_ij-F_ji.
+    So all four positive forces D > 0 and b > a; the first output forces a > b. Checked on
+    random readouts, weights and constants; and the two-head construction gets both right."""
+    rng = np.random.default_rng(0)
+    V = 5
+
+    def logits(F_: np.ndarray, a: float, b: float, c: np.ndarray, x1: int, x3: int) -> np.ndarray:
+        return a * F_[:, x1] + b * F_[:, x3] + c
+
+    for _ in range(200):
+        F_, c = rng.normal(size=(V, V)), rng.normal(size=V)
+        a, b = rng.uniform(0, 1, 2)
+        i, j = rng.choice(V, 2, replace=False)
+        D = F_[i, i] + F_[j, j] - F_[i, j] - F_[j, i]
+
+        def margin(x1: int, x3: int, target: int, other: int,
+                   F_: np.ndarray = F_, a: float = a, b: float = b,
+                   c: np.ndarray = c) -> float:
+            lg = logits(F_, a, b, c, x1, x3)
+            return float(lg[target] - lg[other])
+
+        diag = margin(i, i, i, j) + margin(j, j, j, i)
+        off = margin(i, j, j, i) + margin(j, i, i, j)  # second output: the target is x3
+        assert diag == pytest.approx((a + b) * D, abs=1e-12)
+        assert off == pytest.approx((b - a) * D, abs=1e-12)
+    # two heads write the two tokens through separate value maps (U1 for t-1, U3 for t-3):
+    # readouts that look at one head each get both outputs right on every input
+    U1, U3 = np.eye(V), np.eye(V)
+    for x1 in range(V):
+        for x3 in range(V):
+            stream = np.concatenate([U1[x1], U3[x3]])  # head 1's and head 2's subspaces
+            first = np.hstack([10 * np.eye(V), np.zeros((V, V))]) @ stream
+            second = np.hstack([np.zeros((V, V)), 10 * np.eye(V)]) @ stream
+            assert np.argmax(first) == x1 and np.argmax(second) == x3
