@@ -224,3 +224,29 @@ def test_makemore_bigram_anchor_train_equals_eval():
     assert NGramLM(2).fit(names).cross_entropy(names) == pytest.approx(2.454, abs=5e-4)
     lap = NGramLM(2, smoothing="laplace").fit(names)
     assert lap.cross_entropy(names) == pytest.approx(2.4546, abs=5e-5)
+
+
+def test_continuation_unigram_is_the_one_that_keeps_the_marginals() -> None:
+    """Σ_v c(v) P(w|v) = c(w) for interpolated absolute discounting iff P_low = N₁₊(•w)/N₁₊(••).
+
+    The derivation in the chapter's Kneser–Ney section: the discounted part contributes
+    c(w) − D·N₁₊(•w), the interpolated part D·N₁₊(••)·P_low(w).
+    """
+    from spiral.experiments.ngram.continuation_counts import _interpolated
+
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        V = int(rng.integers(3, 12))
+        ids = rng.choice(V, size=int(rng.integers(50, 3000)), p=rng.dirichlet(np.ones(V) * 0.3))
+        counts = np.zeros((V, V))
+        np.add.at(counts, (ids[:-1], ids[1:]), 1.0)
+        rows = counts.sum(1) > 0
+        counts = counts[rows][:, :]  # contexts that occur (every row needs c(v) > 0)
+        occ = counts.sum(0)
+        cont = (counts > 0).sum(0).astype(float)
+        d = float(rng.uniform(0.1, 1.0))
+        implied = counts.sum(1) @ _interpolated(counts, cont / cont.sum(), d)
+        np.testing.assert_allclose(implied, occ, rtol=0, atol=1e-9 * occ.sum())
+        plain = counts.sum(1) @ _interpolated(counts, occ / occ.sum(), d)
+        if not np.allclose(cont / cont.sum(), occ / occ.sum()):
+            assert np.abs(plain - occ).max() > 1e-6 * occ.sum(), trial
