@@ -38,13 +38,14 @@ def _measure(c: GPTConfig, B: int, T: int, opt: str = "adamw"):
        n_heads=st.sampled_from([1, 2, 4]), head_dim=st.sampled_from([4, 8]),
        vocab=st.integers(5, 300), bias=st.booleans(), tie=st.booleans(),
        dropout=st.sampled_from([0.0, 0.1]), placement=st.sampled_from(["pre", "post"]),
-       opt=st.sampled_from(["adamw", "sgd", "momentum"]))
+       opt=st.sampled_from(["adamw", "sgd", "momentum"]),
+       positional=st.sampled_from(["learned", "sinusoidal", "rope", "alibi", "none"]))
 def test_analytic_peak_matches_the_profiler_on_random_configs(
         B: int, T: int, n_layers: int, n_heads: int, head_dim: int, vocab: int, bias: bool,
-        tie: bool, dropout: float, placement: str, opt: str) -> None:
+        tie: bool, dropout: float, placement: str, opt: str, positional: str) -> None:
     c = GPTConfig(vocab_size=vocab, context_length=24, n_layers=n_layers, n_heads=n_heads,
                   d_model=n_heads * head_dim, bias=bias, tie_weights=tie, dropout=dropout,
-                  placement=placement)
+                  placement=placement, positional=positional)
     measured = _measure(c, B, T, opt)
     predicted = predict_training_memory(c, B, T, opt)
     assert abs(predicted.peak_visible - measured.peak) <= 0.05 * measured.peak
