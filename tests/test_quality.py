@@ -105,6 +105,7 @@ OPTIONAL_IMPORTS = {
     "yaml": "src/spiral/coverage.py",             # coverage maps (docs extra)
     "markdown": "src/spiral/coverage.py",         # heading slugs (docs extra)
     "mkdocs": "src/spiral/book.py",
+    "huggingface_hub": "src/spiral/hub/api.py",   # downloads by hub id (hub extra)
 }
 
 
