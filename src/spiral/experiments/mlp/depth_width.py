@@ -22,7 +22,7 @@ class Config:
     corpus: str = "names"
     depths: tuple[int, ...] = (1, 2, 3)
     widths: tuple[int, ...] = (32, 128, 384)
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
     max_steps: int = 600
     batch_size: int = 16
 
@@ -43,10 +43,12 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
             grid[key] = {"depth": depth, "width": width, "parameters": n_params,
                          "val_nats": mean_sd(vals), "train_nats": mean_sd(trains)}
             rows.append([depth, width, n_params, f"{np.mean(trains):.3f}",
-                         f"{np.mean(vals):.3f}", f"{np.mean(vals) - np.mean(trains):+.3f}"])
+                         f"{grid[key]['val_nats']['mean']:.3f} ± {grid[key]['val_nats']['sd']:.3f}",
+                         f"{np.mean(vals) - np.mean(trains):+.3f}"])
     best = min(grid, key=lambda k: grid[k]["val_nats"]["mean"])
     return {"grid": grid, "best": best, "best_val_nats": grid[best]["val_nats"],
-            "table": {"columns": ["hidden layers", "width", "parameters", "train", "validation",
+            "table": {"columns": ["hidden layers", "width", "parameters", "train",
+                                  "validation (mean ± sd)",
                                   "gap"], "rows": rows}}
 
 
@@ -81,7 +83,7 @@ def check(results: dict[str, Any]) -> None:
 
 EXPERIMENT = Experiment(
     name="mlp_depth_width", stage=4, title="Depth × width",
-    quick=Config(depths=(1,), widths=(8, 128), max_steps=120, batch_size=8),
+    quick=Config(depths=(1,), widths=(8, 128), seeds=(0,), max_steps=120, batch_size=8),
     full=Config(),
     run=run, plot=plot, check=check,
     summary=lambda r: [("best (layers x width)", r["best"]),

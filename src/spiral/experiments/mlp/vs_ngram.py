@@ -39,8 +39,8 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     from spiral import data
     from spiral.evaluate import evaluate
     from spiral.ngram import NGramLM
-    from spiral.tokenizers.char import CharTokenizer
     from spiral.recipes.mlp import train_mlp
+    from spiral.tokenizers.char import CharTokenizer
 
     out: dict[str, Any] = {}
     for corpus in config.corpora:
