@@ -66,9 +66,10 @@ def train_one(cfg: Config, setting: str, heads: int, seed: int) -> dict[str, Any
     from spiral.optim import AdamW
 
     V = cfg.vocab
+    switches = SETTINGS[setting]
     mcfg = GPTConfig(vocab_size=len(OFFSETS) * V, context_length=cfg.context_length,
                      n_layers=1, n_heads=heads, d_model=cfg.d_model, tie_weights=False,
-                     **SETTINGS[setting])
+                     norm=switches["norm"], ffn=switches["ffn"])
     model = GPT(mcfg, rng=np.random.default_rng(seed))
     opt = AdamW(model.param_groups(0.0), lr=cfg.lr)
     rng = np.random.default_rng(seed + 1000)
