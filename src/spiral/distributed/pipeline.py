@@ -21,7 +21,8 @@ add up to the full batch's gradient. The embedding matrix, tied to the head, liv
 first and the last rank; their two gradient contributions are summed across the pair
 (as Megatron-LM does). Every step records a timeline: wall-clock start/end of each F/B, and
 a logical clock (t_f = 1, t_b = 2 units) carried along with every message, which measures
-the schedule's bubble free of this machine's noise. Chapter: stage 13 (the bubble fraction).
+the schedule's bubble free of this machine's noise; stage 11's memory profiler records the
+peak of live activation bytes. Chapter: stage 13 (the bubble fraction).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from spiral.autograd import Tensor
-from spiral.autograd.hooks import register_allocation_hook
 from spiral.distributed.runtime import Comm
 from spiral.nn import functional as F
+from spiral.profiling.memory_profiler import MemoryProfiler
 
 __all__ = ["SCHEDULES", "schedule", "PipelineStage", "bubble_fraction"]
 
@@ -116,10 +117,8 @@ class PipelineStage:
         stored: dict[int, tuple[Any, Tensor]] = {}
         sends: list[Any] = []
         clock, loss = 0.0, 0.0
-        live = [0]
-        handle = register_allocation_hook(lambda e, n, i: live.__setitem__(
-            0, live[0] + (n if e == "alloc" else -n)))
-        base = 0
+        profiler = MemoryProfiler()  # stage 11: live bytes of every tensor and saved array
+        profiler.__enter__()
         try:
             for op, i in schedule(kind, m, self.p, self.s):
                 t0 = time.perf_counter()
@@ -156,11 +155,11 @@ class PipelineStage:
                         sends.append((self.comm.isend(msg, self.s - 1, op="pp"), msg))
                     del inp, out
                 self.peak_in_flight = max(self.peak_in_flight, len(stored))
-                self.peak_live_bytes = max(self.peak_live_bytes, live[0] - base)
+                self.peak_live_bytes = max(self.peak_live_bytes, profiler.timeline.peak)
                 self.events.append([self.s, 0.0 if op == "F" else 1.0, i, start, clock,
                                     t0, time.perf_counter()])
         finally:
-            handle.remove()
+            profiler.__exit__(None, None, None)
         for work, _ in sends:
             work.wait()
         self._sync_tied()

@@ -75,11 +75,13 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
         memory += [[schedule, s, rk["peak_in_flight"], int(rk["peak_live_bytes"])]
                    for s, rk in enumerate(r["run"]["ranks"])]
     worst = max(abs(x["logical"] - x["formula"]) / x["formula"] for x in sweep)
+    peak = {(sch, s): b for sch, s, _, b in memory}
     return {"stages": p, "sweep": sweep, "timelines": timelines, "worst_relative_error": worst,
             "memory": {"columns": ["schedule", "stage", "micro-batches in flight",
                                    "peak live bytes"], "rows": memory},
             "gpipe_m4": {"formula": (p - 1) / (config.timeline_m + p - 1),
                          "logical": timelines["gpipe"]["logical"]},
+            "stage0_activation_saving": 1 - peak["1f1b", 0] / peak["gpipe", 0],
             "load_avg": list(os.getloadavg())}
 
 
