@@ -27,3 +27,25 @@ def test_add_arguments_composes_with_another_parser():
     assert launch.spec_from_args(args).tp == 2
     with pytest.raises(SystemExit):
         parser.parse_args(["--parallel", "fsdp"])
+
+
+@pytest.mark.slow  # three interpreters import torch: ~25 s on the shared machine
+def test_torchrun_starts_the_same_training():
+    import os
+    import subprocess
+    import sys
+
+    from spiral.distributed.runtime import free_port
+    from spiral.distributed.workload import TrainSpec, train_single
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+           "-m", "spiral.distributed.launch", "--parallel", "zero3", "--steps", "2",
+           "--data", "synthetic", "--dtype", "float64"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    assert sorted(x["rank"] for x in lines) == [0, 1]
+    expected = train_single(TrainSpec(steps=2))["losses"][-1]
+    assert all(abs(x["final_loss"] - expected) < 1e-12 for x in lines)
