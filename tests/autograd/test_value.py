@@ -355,3 +355,34 @@ def test_powers_at_domain_edges_match_pytorch():
             vy.backward()
             ty.backward()
             assert _same(vy.data, ty.item()) and _same(vb.grad, tb.grad.item()), (a, b)
+
+
+def test_division_log_and_exp_off_their_domains_match_pytorch():
+    """Regression: Value(1.)/Value(0.) raised ZeroDivisionError, Value(0.).log() and
+    Value(-1.).log() raised "math domain error", Value(1000.).exp() raised OverflowError;
+    PyTorch gives ±inf / nan with the matching gradients."""
+    torch = pytest.importorskip("torch")
+
+    def leaf(x: float):
+        return torch.tensor(x, dtype=torch.float64, requires_grad=True)
+
+    for a, b in [(1.0, 0.0), (0.0, 0.0), (-1.0, 0.0), (1.0, -0.0), (2.0, 4.0)]:
+        va, vb, ta, tb = Value(a), Value(b), leaf(a), leaf(b)
+        vy, ty = va / vb, ta / tb
+        vy.backward()
+        ty.backward()
+        got, want = (vy.data, va.grad, vb.grad), (ty.item(), ta.grad.item(), tb.grad.item())
+        assert all(map(_same, got, want)), (a, b, got, want)
+        # a Value over a number (x / b at x = a), and a number over a Value (a / x at x = b)
+        for x, op in ((a, lambda z, b=b: z / b), (b, lambda z, a=a: a / z)):
+            v, t = Value(x), leaf(x)
+            vy, ty = op(v), op(t)
+            vy.backward()
+            ty.backward()
+            assert _same(vy.data, ty.item()) and _same(v.grad, t.grad.item()), (a, b, x)
+    for x, op in [(0.0, "log"), (-0.0, "log"), (-1.0, "log"), (1000.0, "exp"), (-1000.0, "exp")]:
+        v, t = Value(x), leaf(x)
+        vy, ty = getattr(v, op)(), getattr(t, op)()
+        vy.backward()
+        ty.backward()
+        assert _same(vy.data, ty.item()) and _same(v.grad, t.grad.item()), (op, x)

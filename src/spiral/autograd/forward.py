@@ -21,7 +21,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from spiral.autograd.value import Value, pow_partials, real_pow, topological_order
+from spiral.autograd.value import (
+    Value,
+    pow_partials,
+    real_div,
+    real_exp,
+    real_log,
+    real_pow,
+    topological_order,
+)
 
 Number = float | int
 
@@ -99,13 +107,14 @@ class Dual:
             _COUNT[0] += 1
             _COUNT[1] += 2
             b = other.primal
-            q = self.primal / b
+            q = real_div(self.primal, b)
             # quotient rule: (a/b)' = a'/b - a b'/b²
-            return Dual(q, (self.tangent - q * other.tangent) / b)
-        return self * (1.0 / other)
+            return Dual(q, real_div(self.tangent - q * other.tangent, b))
+        return self * real_div(1.0, other)
 
     def __rtruediv__(self, other: Number) -> Dual:
-        return self._unary(other / self.primal, -other / (self.primal * self.primal))
+        a = self.primal
+        return self._unary(real_div(other, a), real_div(-other, a * a))
 
     def __pow__(self, n: Number) -> Dual:
         a = self.primal
@@ -118,11 +127,11 @@ class Dual:
         return Dual(value, derivative * self.tangent)
 
     def exp(self) -> Dual:
-        e = math.exp(self.primal)
+        e = real_exp(self.primal)
         return self._unary(e, e)
 
     def log(self) -> Dual:
-        return self._unary(math.log(self.primal), 1.0 / self.primal)
+        return self._unary(real_log(self.primal), real_div(1.0, self.primal))
 
     def sin(self) -> Dual:
         return self._unary(math.sin(self.primal), math.cos(self.primal))

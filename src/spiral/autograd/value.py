@@ -56,6 +56,33 @@ def real_pow(a: Number, b: Number) -> Number:
     return math.nan if isinstance(out, complex) else out
 
 
+def real_div(a: Number, b: Number) -> float:
+    """a / b with IEEE-754 (and PyTorch) values for b = 0: ±∞, or NaN for 0/0.
+
+    >>> real_div(1.0, 0.0), real_div(1.0, -0.0), real_div(0.0, 0.0)
+    (inf, -inf, nan)
+    """
+    try:
+        return a / b
+    except ZeroDivisionError:
+        if a != a or a == 0:
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def real_log(x: Number) -> float:
+    """ln x with PyTorch's values off its domain: -∞ at 0, NaN below (no ``ValueError``)."""
+    return math.log(x) if x > 0 else (-math.inf if x == 0 else math.nan)
+
+
+def real_exp(x: Number) -> float:
+    """eˣ, ∞ on overflow (no ``OverflowError``), as float64 and PyTorch give."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 def pow_partials(a: Number, b: Number, out: Number | None = None) -> tuple[float, float]:
     """(∂aᵇ/∂a, ∂aᵇ/∂b) = (b·aᵇ⁻¹, aᵇ·ln a), with PyTorch's choices where these are undefined.
 
@@ -65,8 +92,7 @@ def pow_partials(a: Number, b: Number, out: Number | None = None) -> tuple[float
     d_base = 0.0 if b == 0 else b * real_pow(a, b - 1)
     if a == 0 and b >= 0:
         return d_base, 0.0
-    log_a = math.log(a) if a > 0 else (-math.inf if a == 0 else math.nan)
-    return d_base, (real_pow(a, b) if out is None else out) * log_a
+    return d_base, (real_pow(a, b) if out is None else out) * real_log(a)
 
 
 class Value:
@@ -113,9 +139,10 @@ class Value:
     def __truediv__(self, other: Value | Number) -> Value:
         if isinstance(other, Value):
             b = other.data
-            # quotient rule: ∂(a/b)/∂a = 1/b, ∂(a/b)/∂b = -a/b²
-            return Value(self.data / b, (self, other), (1.0 / b, -self.data / (b * b)), "/")
-        return Value(self.data / other, (self,), (1.0 / other,), "/")
+            # quotient rule: ∂(a/b)/∂a = 1/b, ∂(a/b)/∂b = -a/b² (IEEE ±∞/NaN at b = 0)
+            return Value(real_div(self.data, b), (self, other),
+                         (real_div(1.0, b), real_div(-self.data, b * b)), "/")
+        return Value(real_div(self.data, other), (self,), (real_div(1.0, other),), "/")
 
     def __pow__(self, other: Value | Number) -> Value:
         a = self.data
@@ -137,7 +164,7 @@ class Value:
 
     def __rtruediv__(self, other: Number) -> Value:  # other / self
         b = self.data
-        return Value(other / b, (self,), (-other / (b * b),), "/")
+        return Value(real_div(other, b), (self,), (real_div(-other, b * b),), "/")
 
     def __rpow__(self, other: Number) -> Value:  # other ** self, d/dx c^x = c^x ln c
         out = real_pow(other, self.data)
@@ -148,11 +175,11 @@ class Value:
 
     # ---- unary functions ------------------------------------------------------------------
     def exp(self) -> Value:
-        out = math.exp(self.data)
+        out = real_exp(self.data)
         return Value(out, (self,), (out,), "exp")  # (eˣ)' = eˣ
 
-    def log(self) -> Value:
-        return Value(math.log(self.data), (self,), (1.0 / self.data,), "log")  # (ln x)' = 1/x
+    def log(self) -> Value:  # (ln x)' = 1/x; -∞ / NaN off the domain, as PyTorch
+        return Value(real_log(self.data), (self,), (real_div(1.0, self.data),), "log")
 
     def sin(self) -> Value:
         return Value(math.sin(self.data), (self,), (math.cos(self.data),), "sin")
