@@ -49,3 +49,19 @@ def test_torchrun_starts_the_same_training():
     assert sorted(x["rank"] for x in lines) == [0, 1]
     expected = train_single(TrainSpec(steps=2))["losses"][-1]
     assert all(abs(x["final_loss"] - expected) < 1e-12 for x in lines)
+
+
+def test_train_gpt_options_compose_with_the_spiral_cli(capsys):
+    from spiral.train_cli import add_subparser
+
+    parser = argparse.ArgumentParser()
+    add_subparser(parser.add_subparsers())
+    gpt = parser._subparsers._group_actions[0].choices["train"]._subparsers._group_actions[
+        0].choices["gpt"]
+    launch.add_parallel_arguments(gpt)  # no clash with the recipe's own options
+    args = parser.parse_args(["train", "gpt", "--data", "shakespeare", "--nproc", "2",
+                              "--parallel", "zero2", "--max-steps", "2", "--n-layers", "2",
+                              "--d-model", "16", "--batch-size", "4"])
+    assert launch.run_train_gpt(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["parallel"] == "zero2" and out["final_loss"] > 0
