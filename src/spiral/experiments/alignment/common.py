@@ -6,7 +6,7 @@ import os
 
 from spiral.align.models import SFTConfig
 
-FULL_SFT = SFTConfig()  # 2 layers x 64 wide, 1500 steps on the training names
+FULL_SFT = SFTConfig(max_steps=1000)  # 2 layers x 64 wide, 1,000 steps on the training names
 QUICK_SFT = SFTConfig(n_layers=1, n_heads=2, d_model=16, max_steps=150, batch_size=16)
 TEMPERATURE = 0.1       # the Bradley–Terry labelling temperature τ
 

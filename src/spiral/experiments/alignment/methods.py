@@ -42,9 +42,9 @@ COLORS = {"ppo": PALETTE[0], "dpo": PALETTE[1], "grpo": PALETTE[2]}
 @dataclass(frozen=True)
 class Config:
     sft: SFTConfig = FULL_SFT
-    ppo: PPOConfig = PPOConfig(iterations=60, lr=3e-4, kl_coef=0.1)
-    grpo: GRPOConfig = GRPOConfig(iterations=60, lr=3e-4, kl_coef=0.2)
-    dpo: DPOConfig = DPOConfig(steps=300, lr=3e-4, beta=0.1)
+    ppo: PPOConfig = PPOConfig(iterations=40, lr=3e-4, kl_coef=0.1, eval_every=5)
+    grpo: GRPOConfig = GRPOConfig(iterations=40, lr=3e-4, kl_coef=0.2, eval_every=5)
+    dpo: DPOConfig = DPOConfig(steps=200, lr=3e-4, beta=0.1, eval_every=25)
     n_pairs: int = 4000
     temperature: float = TEMPERATURE
     final_samples: int = 1000

@@ -41,12 +41,13 @@ from spiral.plotting import PALETTE, new_figure
 @dataclass(frozen=True)
 class Config:
     sft: SFTConfig = FULL_SFT
-    rm_sizes: tuple[int, ...] = (300, 4000)
+    rm_sizes: tuple[int, ...] = (250, 1000)
     rm: RMConfig = RMConfig(steps=400, eval_every=50)
     temperature: float = TEMPERATURE
     bon_prompts: int = 64
     bon_max: int = 32                      # n = 1, 2, 4, ..., bon_max
-    ppo: PPOConfig = PPOConfig(iterations=80, lr=3e-4, kl_coef=0.01, eval_every=10)
+    ppo: PPOConfig = PPOConfig(iterations=60, lr=3e-4, kl_coef=0.01, eval_every=10,
+                               eval_samples=128)
     seeds: tuple[int, ...] = (0, 1, 2)
 
 

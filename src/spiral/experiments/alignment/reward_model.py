@@ -26,9 +26,9 @@ from spiral.plotting import PALETTE, new_figure
 @dataclass(frozen=True)
 class Config:
     sft: SFTConfig = FULL_SFT
-    sizes: tuple[int, ...] = (250, 1000, 4000)
+    sizes: tuple[int, ...] = (500, 4000)
     n_test: int = 1000
-    rm: RMConfig = RMConfig(steps=400, eval_every=50)
+    rm: RMConfig = RMConfig(steps=300, eval_every=50)
     temperature: float = TEMPERATURE
     seeds: tuple[int, ...] = (0, 1, 2)
 

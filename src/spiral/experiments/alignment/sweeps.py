@@ -36,11 +36,11 @@ from spiral.plotting import PALETTE, new_figure
 @dataclass(frozen=True)
 class Config:
     sft: SFTConfig = FULL_SFT
-    dpo: DPOConfig = DPOConfig(steps=300, lr=3e-4)
-    ppo: PPOConfig = PPOConfig(iterations=60, lr=3e-4)
+    dpo: DPOConfig = DPOConfig(steps=200, lr=3e-4, eval_every=200, eval_samples=64)
+    ppo: PPOConfig = PPOConfig(iterations=40, lr=3e-4, eval_every=40, eval_samples=64)
     betas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
     kl_coefs: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
-    grpo: GRPOConfig = GRPOConfig(iterations=60, lr=3e-4)
+    grpo: GRPOConfig = GRPOConfig(iterations=40, lr=3e-4, eval_every=40, eval_samples=64)
     grpo_kl_coefs: tuple[float, ...] = (0.05, 0.2, 1.0)
     loss_types: tuple[str, ...] = ("ipo", "hinge")
     loss_type_beta: float = 0.1

@@ -32,7 +32,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
         pi, steps = fit_dpo(pi_ref, reward, beta)
         star = optimal_policy(pi_ref, reward, beta)
         shift = implicit_reward(pi, pi_ref, beta) - reward
-        out["beta"][str(beta)] = {
+        out["beta"][f"{beta:g}"] = {
             "pi_dpo": pi.tolist(), "pi_star": star.tolist(), "steps": steps,
             "max_policy_error": float(np.abs(pi - star).max()),
             "reward_spread": float(np.ptp(shift)),          # r recovered up to a constant
