@@ -302,3 +302,12 @@ def test_gpt4_pattern_ids_equal_tiktoken_engine(monkeypatch):
                             special_tokens={})
     for s in stress:
         assert tok.encode(s) == enc.encode_ordinary(s), repr(s)
+
+
+def test_long_chunks_are_not_kept_in_the_encode_cache(trained):
+    """Regression: every distinct chunk was cached, so a megabyte of base64 or digits kept
+    its (16 kB-long) chunks alive as dictionary keys."""
+    long_chunk = "x" * 5000
+    ids = trained.encode(long_chunk + " the")
+    assert trained.decode(ids) == long_chunk + " the"
+    assert long_chunk not in trained._cache and " the" in trained._cache

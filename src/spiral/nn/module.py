@@ -9,8 +9,10 @@ a checkpoint or a training loop needs follows from that one tree:
     state_dict()  = {"dotted.name": array} for parameters and persistent buffers
 
 ``param_groups`` builds torch-style optimizer groups that exempt biases, norm gains and
-embeddings from weight decay (Loshchilov & Hutter, 2019, decouple the decay; which tensors
-to exempt follows GPT-2/nanoGPT practice: decay only matrices that multiply activations).
+embeddings from weight decay (Loshchilov & Hutter, 2019, decouple the decay). Which tensors
+to exempt is a design choice: minGPT exempts embeddings, as we do (decay only matrices that
+multiply activations); nanoGPT decays every tensor with two or more dimensions, embeddings
+included.
 Chapter: stage 4 (the neural language model).
 """
 

@@ -281,7 +281,8 @@ class BPETokenizer:
                 ids = cache.get(chunk)
                 if ids is None:
                     ids = self._encode_chunk(chunk.encode("utf-8"))
-                    cache[chunk] = ids
+                    if len(chunk) <= 64:  # words repeat; a long run (base64, digits) rarely does
+                        cache[chunk] = ids
                 out.extend(ids)
         return out
 
