@@ -38,16 +38,26 @@ class Config:
 
 
 def _torch_model(c: GPTConfig, seed: int) -> Any:
+    import importlib.util
+    from pathlib import Path
+
     import torch
 
+    model_cls: Any
     try:
-        from benchmarks.torch_gpt import TorchGPT
-    except ImportError as err:  # pragma: no cover - run from the repository root
-        raise RuntimeError("memory_torch needs benchmarks/torch_gpt.py: run it from the "
-                           "repository root") from err
+        from benchmarks.torch_gpt import TorchGPT as model_cls
+    except ImportError:  # `spiral run` from a checkout: load the file next to src/
+        path = Path(__file__).resolve().parents[4] / "benchmarks" / "torch_gpt.py"
+        spec = importlib.util.spec_from_file_location("spiral_torch_gpt", path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise RuntimeError(f"memory_torch needs the torch twin of the GPT at {path} "
+                               "(a source checkout)") from None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        model_cls = module.TorchGPT
     torch.manual_seed(seed)
     torch.set_num_threads(1)
-    return TorchGPT(c)
+    return model_cls(c)
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
