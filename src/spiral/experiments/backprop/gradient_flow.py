@@ -101,6 +101,8 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
         rows.append(row)
     return {
         "depth": config.depth,
+        # ReLU, LeCun init: E‖δ_{l−1}‖² = n · (1/n) · P(z > 0) · E‖δ_l‖² = ½ E‖δ_l‖² per layer
+        "predicted_log10_ratio_plain_relu": -config.depth * np.log10(2.0) / 2,
         "log10_ratio": {k: mean_sd(v) for k, v in ratio.items()},
         "residual_min_singular_value": {k: float(np.min(v)) for k, v in min_sv.items()},
         "curves": {k: np.mean(v, axis=0).tolist() for k, v in curves.items()},
@@ -135,6 +137,8 @@ def check(results: dict[str, Any]) -> None:
     assert lr["plain_sigmoid"]["mean"] < -5, lr["plain_sigmoid"]
     # ReLU with LeCun (not He) init halves the squared norm per layer
     assert lr["plain_relu"]["mean"] < -2, lr["plain_relu"]
+    # ... and the two-line prediction −(L/2)·log₁₀2 holds to within a few tenths of a decade
+    assert abs(lr["plain_relu"]["mean"] - results["predicted_log10_ratio_plain_relu"]) < 1.0
     for act in ACTIVATIONS:  # the identity path keeps the signal at the input
         for arch in ("residual", "scaled"):
             assert lr[f"{arch}_{act}"]["mean"] > -0.5, (arch, act, lr[f"{arch}_{act}"])
