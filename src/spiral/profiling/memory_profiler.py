@@ -109,6 +109,7 @@ class MemoryProfiler:
         self.live = 0
         self._by_tag = {t: 0 for t in TAGS}
         self._arrays: dict[int, list[Any]] = {}  # id(owner) -> [nbytes, tag]
+        self._finalizers: list[weakref.finalize] = []  # detached on exit: no leak
         self._handle: _hooks.RemovableHandle | None = None
         self._active = False
 
@@ -148,7 +149,7 @@ class MemoryProfiler:
             return
         n = int(owner.nbytes)
         self._arrays[key] = [n, tag]
-        weakref.finalize(owner, self._free, key, op)
+        self._finalizers.append(weakref.finalize(owner, self._free, key, op))
         self._record(op, tag, n)
 
     def _free(self, key: int, op: str) -> None:
@@ -174,6 +175,9 @@ class MemoryProfiler:
         if self._handle is not None:
             self._handle.remove()
         self._active = False
+        for f in self._finalizers:
+            f.detach()
+        self._finalizers.clear()
         self._arrays.clear()
 
 
