@@ -40,6 +40,7 @@ class Config:
     span: float = 1.0             # random plane: a, b ∈ [−span, span] (filter-normalised units)
     eval_tokens: int = 4000
     seed: int = 0
+    null_walks: int = 20          # random walks with the path's step lengths (a null model)
 
 
 def _data() -> dict[str, Any]:
@@ -99,6 +100,33 @@ def _project(path: np.ndarray, d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarr
     return coef.T, captured
 
 
+def _explained(path: np.ndarray, centre: bool) -> list[float]:
+    """Shares of the path's squared length along its first two principal directions; the
+    uncentred SVD (of θₜ − θ*) is dominated by the overall displacement θ₀ − θ*."""
+    x = path - path.mean(axis=0) if centre else path
+    sing = np.linalg.svd(x, compute_uv=False)
+    return (np.cumsum(sing[:2] ** 2) / np.sum(sing**2)).tolist()
+
+
+def null_walks(path: np.ndarray, n_walks: int, rng: np.random.Generator) -> dict[str, Any]:
+    """The same analysis on random walks with the path's own step lengths between snapshots
+    (isotropic directions in the same dimension): how much a PCA plane captures by chance."""
+    lengths = np.linalg.norm(np.diff(path, axis=0), axis=1)  # (n_snapshots - 1,)
+    out: dict[str, list[list[float]]] = {"uncentred": [], "centred": []}
+    for _ in range(n_walks):
+        steps = rng.standard_normal((len(lengths), path.shape[1]))
+        steps *= (lengths / np.linalg.norm(steps, axis=1))[:, None]
+        walk = np.vstack([np.zeros(path.shape[1]), np.cumsum(steps, axis=0)])
+        walk = walk - walk[-1]  # relative to the end point, like θₜ − θ*
+        for k in out:
+            out[k].append(_explained(walk, centre=k == "centred"))
+    return {k: {"pc1": float(np.mean([v[0] for v in vals])),
+                "pc12": float(np.mean([v[1] for v in vals])),
+                "pc1_sd": float(np.std([v[0] for v in vals], ddof=1)),
+                "pc12_sd": float(np.std([v[1] for v in vals], ddof=1))}
+            for k, vals in out.items()}
+
+
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     from spiral import train as T
     from spiral.experiments.stability.common import single_thread
@@ -151,6 +179,10 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                 "captured": pca_captured,
                 "explained": (sing[:2] ** 2 / np.sum(sing**2)).tolist()},
         "random_captured_pct": 100 * rand_captured, "pca_captured_pct": 100 * pca_captured,
+        "path_explained": {"uncentred": _explained(path, False),
+                           "centred": _explained(path, True)},
+        "null_walk": null_walks(path, config.null_walks, np.random.default_rng(config.seed + 7)),
+        "null_walk_count": config.null_walks,
         "start_loss": float(state.history[0]["val_loss"]) if state and state.history else None,
     }
 
@@ -185,6 +217,11 @@ def check(results: dict[str, Any]) -> None:
     # a random plane captures almost none of the path; the PCA plane most of it
     assert results["random_captured_pct"] < 5.0
     assert results["pca_captured_pct"] > 50.0
+    # ... but a random walk with the same step lengths is also captured mostly by its own PCA
+    # plane: a high share alone does not show low-dimensional optimization
+    assert results["null_walk"]["uncentred"]["pc12"] > 0.5, results["null_walk"]
+    # Adam's own path is more concentrated than the null (the part of the picture about Adam)
+    assert results["path_explained"]["uncentred"][1] > results["null_walk"]["uncentred"]["pc12"]
 
 
 EXPERIMENT = Experiment(
