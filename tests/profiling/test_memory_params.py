@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from spiral.models.gpt import GPT, GPTConfig, count_parameters
 from spiral.profiling.memory import (
+    activations_by_layer,
     build_gpt_graph,
     bytes_per_parameter,
     count_by_component,
@@ -68,3 +69,17 @@ def test_bad_names_are_refused() -> None:
     with pytest.raises(ValueError, match="exceeds context_length"):
         build_gpt_graph(GPTConfig(vocab_size=5, context_length=4, n_layers=1, n_heads=1,
                                   d_model=4), 1, 8)
+
+
+@pytest.mark.parametrize("B,T,C,H,e", [(16, 64, 128, 4, 4.0), (3, 17, 48, 6, 2.0)])
+def test_activations_per_layer_closed_form(B: int, T: int, C: int, H: int, e: float) -> None:
+    """s·(13NC + 3Nh + 2N + BHT²) per pre-LN block without dropout (the chapter's table)."""
+    c = GPTConfig(vocab_size=50, context_length=T, n_layers=3, n_heads=H, d_model=C,
+                  expansion=e)
+    N, h = B * T, int(round(e * C))
+    per_layer = 4 * (13 * N * C + 3 * N * h + 2 * N + B * H * T * T)
+    layers = activations_by_layer(c, B, T)
+    assert [layers[f"block{i}"] for i in range(3)] == [per_layer] * 3
+    # with dropout: + 4NC + BHT² (two dropout masks and outputs, the attention keep mask)
+    d = activations_by_layer(GPTConfig(**{**c.to_dict(), "dropout": 0.1}), B, T)
+    assert d["block0"] == per_layer + 4 * (4 * N * C + B * H * T * T)

@@ -9,7 +9,7 @@ One import for the stage's tools; the pieces live in sibling modules:
 * the analytic model: ``predict_training_memory(config, batch, context, optimizer,
   precision) -> Breakdown`` and ``predict_inference_memory(config, batch, context)``; the
   engine's graph on paper is :func:`build_gpt_graph` (one node per autograd node, with the
-  bytes it owns, saves, and hands back in backward);
+  bytes it owns, saves, and hands back in backward); ``activations_by_layer`` sums it;
 * the profiler: ``profile_step(model, batch, optimizer) -> MemoryTimeline`` (tagged live
   bytes per event, the peak and the op that reached it), ``profile_inference``, and
   ``MemoryProfiler`` for any code;
@@ -34,7 +34,7 @@ Papers: Rajbhandari et al. (2020); Korthikanti et al. (2022). Chapter: stage 11.
 from __future__ import annotations
 
 from spiral.profiling.memory_batch import largest_batch, largest_context, verify_fit
-from spiral.profiling.memory_graph import Grad, Node, build_gpt_graph
+from spiral.profiling.memory_graph import Grad, Node, activations_by_layer, build_gpt_graph
 from spiral.profiling.memory_layouts import (
     OPTIMIZERS,
     PRECISIONS,
@@ -61,7 +61,7 @@ from spiral.profiling.memory_profiler import (
 from spiral.profiling.memory_witness import torch_step_peak, tracemalloc_step_peak
 
 __all__ = ["Breakdown", "Grad", "Layout", "MemoryEvent", "MemoryProfiler", "MemoryTimeline",
-           "Node", "OPTIMIZERS", "PRECISIONS", "TAGS", "build_gpt_graph",
+           "activations_by_layer", "Node", "OPTIMIZERS", "PRECISIONS", "TAGS", "build_gpt_graph",
            "bytes_per_parameter", "count_by_component", "famous_configs", "largest_batch",
            "largest_context", "layout_for", "predict_inference_memory",
            "predict_training_memory", "profile_inference", "profile_step", "simulate_step",

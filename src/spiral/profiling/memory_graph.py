@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Node", "Grad", "build_gpt_graph", "SUPPORTED"]
+__all__ = ["Node", "Grad", "build_gpt_graph", "activations_by_layer", "SUPPORTED"]
 
 # ALiBi adds its (H, T, T) bias to the scores inside the kernel and keeps nothing: in memory
 # it is the same graph as no positional encoding at all
@@ -221,3 +221,14 @@ def _block(g: _Builder, c: Any, x: int, L: str, B: int, T: int, N: int, C: int, 
     if c.ffn:
         x = sublayer(x, ffn, "ln2")
     return x
+
+
+def activations_by_layer(config: Any, batch: int, context: int, itemsize: int = 4
+                         ) -> dict[str, int]:
+    """Bytes each layer holds for backward at the end of the forward pass (outputs + saved):
+    ``embed``, ``block0`` .. ``block{L-1}``, ``head`` and ``loss``."""
+    out: dict[str, int] = {}
+    for n in build_gpt_graph(config, batch, context, itemsize):
+        if not n.param:
+            out[n.layer] = out.get(n.layer, 0) + n.out + n.saved
+    return out
