@@ -125,3 +125,17 @@ def test_untied_head_and_gelu_tanh_switches_take_effect() -> None:
     ffn = m.blocks[0].ffn
     assert ffn is not None and "tanh" in repr(ffn)
     assert m.final_norm is not None and m.final_norm.eps == 1e-3
+
+
+def test_to_dict_keeps_stage_8_records_unchanged_and_round_trips() -> None:
+    """A GPT-2 config's dict has exactly the pre-stage-14 keys (so checkpoints written before
+    the new switches existed still resume); every config rebuilds from its dict."""
+    from spiral.models.gpt import STAGE14_FIELDS
+
+    baby = GPTConfig.preset("gpt2-baby", 65)
+    assert not set(baby.to_dict()) & set(STAGE14_FIELDS)
+    for name in PRESETS:
+        c = GPTConfig.preset(name, 65)
+        assert GPTConfig(**c.to_dict()) == c
+    assert GPTConfig(**LLAMA_TINY.to_dict()) == LLAMA_TINY
+    assert LLAMA_TINY.to_dict()["n_kv_heads"] == 2 and "ffn_multiple_of" not in LLAMA_TINY.to_dict()

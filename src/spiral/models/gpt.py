@@ -30,7 +30,7 @@ Papers: Radford et al. (2018, 2019); Vaswani et al. (2017). Chapter: stage 8.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,10 @@ from spiral.nn.positional import ENCODINGS, LearnedPositionalEmbedding, Sinusoid
 from spiral.nn.transformer import NORM_TYPES, Block, make_block_norm
 
 __all__ = ["GPTConfig", "GPT", "PRESETS", "count_parameters"]
+
+# fields added by stage 14 (written by to_dict only when not at their defaults)
+STAGE14_FIELDS = ("norm_type", "norm_eps", "ffn_type", "gelu_approximate", "ffn_hidden",
+                  "ffn_multiple_of", "n_kv_heads", "rope_theta")
 
 # the projections that write into the residual stream (GELU MLP: proj; SwiGLU: w2 = down)
 RESIDUAL_PROJECTIONS = ("out_proj.weight", "ffn.proj.weight", "ffn.w2.weight")
@@ -79,6 +83,7 @@ class GPTConfig:
     ffn_multiple_of: int = 8        # SwiGLU width rounded to the nearest multiple of this
     n_kv_heads: int | None = None   # None = n_heads (MHA); 1 = MQA; in between = GQA
     rope_theta: float = 10000.0     # RoPE base θ
+    rope_scaling: dict[str, Any] | None = None  # Llama 3's {"rope_type": "llama3", ...} or None
 
     def __post_init__(self) -> None:
         if self.norm_type not in NORM_TYPES:
@@ -123,7 +128,13 @@ class GPTConfig:
         return max(1, int(round(self.expansion * self.d_model)))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a dict; stage 14's fields only where they differ from their defaults,
+        so a GPT-2 config records (and resumes) exactly as it did before they existed."""
+        d = asdict(self)
+        for f in fields(self):
+            if f.name in STAGE14_FIELDS and d[f.name] == f.default:
+                del d[f.name]
+        return d
 
 
 def _matched_swiglu_hidden(context_length: int, n_layers: int, d_model: int,
@@ -198,7 +209,8 @@ class GPT(CausalLM):
                   rng=rng, dtype=dtype, positional=c.positional, norm_type=c.norm_type,
                   norm_eps=c.norm_eps, ffn_type=c.ffn_type, gelu_approximate=c.gelu_approximate,
                   ffn_hidden=c.ffn_hidden, ffn_multiple_of=c.ffn_multiple_of,
-                  n_kv_heads=c.n_kv_heads, rope_theta=c.rope_theta)
+                  n_kv_heads=c.n_kv_heads, rope_theta=c.rope_theta,
+                  rope_scaling=c.rope_scaling)
             for _ in range(c.n_layers))
         # pre-LN leaves the residual stream un-normalized: one more norm before the head
         self.final_norm: Module | None = None
