@@ -186,3 +186,28 @@ def test_one_head_two_copies_margins_sum_to_the_theorems_terms() -> None:
             first = np.hstack([10 * np.eye(V), np.zeros((V, V))]) @ stream
             second = np.hstack([np.zeros((V, V)), 10 * np.eye(V)]) @ stream
             assert np.argmax(first) == x1 and np.argmax(second) == x3
+
+
+def test_our_init_and_the_torch_references_have_the_same_distribution() -> None:
+    """Stage 8's crossed design starts from 'our initial weights have the same distribution as
+    PyTorch's': every tensor of GPT(...) and of the PyTorch reference has the same shape,
+    a mean near 0 and a standard deviation within 3 % of the nominal one (0.02, the residual
+    projections 0.02/sqrt(2L), gains exactly 1) — nanoGPT's initialization on both sides."""
+    torch = pytest.importorskip("torch")
+    torch_gpt = pytest.importorskip("benchmarks.torch_gpt")
+    cfg = GPTConfig.preset("baby", 65)
+    ours = GPT(cfg, rng=np.random.default_rng(0)).state_dict()
+    torch.manual_seed(0)
+    theirs = {k: v.detach().numpy() for k, v in torch_gpt.TorchGPT(cfg).state_dict().items()}
+    assert ours.keys() == theirs.keys()
+    resid = 0.02 / np.sqrt(2 * cfg.n_layers)
+    for k, a in ours.items():
+        b = theirs[k]
+        assert a.shape == b.shape and a.dtype == b.dtype, k
+        if a.ndim == 1:  # LayerNorm gains
+            assert np.all(a == 1) and np.all(b == 1), k
+            continue
+        nominal = resid if k.endswith(("out_proj.weight", "ffn.proj.weight")) else 0.02
+        for w in (a, b):
+            assert abs(w.std() / nominal - 1) < 0.03, (k, w.std())
+            assert abs(w.mean()) < 4 * nominal / np.sqrt(w.size), k
