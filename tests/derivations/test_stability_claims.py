@@ -222,3 +222,32 @@ def test_mean_field_matches_a_wide_tanh_network() -> None:
             delta = (delta @ w) * (1 - np.tanh(z) ** 2)
         predicted = float(np.prod(mf["chi"][:-1]))
         assert np.mean(delta ** 2) / top == pytest.approx(predicted, rel=0.1)
+
+
+def _linear_bn_loss(scale: float, rng_seed: int = 0) -> tuple[Linear, float]:
+    """Linear(bias) → BatchNorm1d (train mode) → fixed random readout, weights scaled."""
+    rng = np.random.default_rng(rng_seed)
+    lin = Linear(8, 6, rng=np.random.default_rng(1), dtype=np.float64)
+    lin.weight.data *= scale
+    bn = BatchNorm1d(6, eps=0.0, dtype=np.float64)
+    x = Tensor(rng.standard_normal((32, 8)))
+    r = Tensor(np.random.default_rng(2).standard_normal((32, 6)))
+    loss = (bn(lin(x)) * r).sum()
+    loss.backward()
+    return lin, float(loss.data)
+
+
+def test_bias_before_batchnorm_gets_no_gradient() -> None:
+    """BN(Wx + c) = BN(Wx): the bias's gradient Σ_b ∂L/∂z_b is the all-ones projection, 0."""
+    lin, _ = _linear_bn_loss(1.0)
+    assert np.abs(lin.bias.grad).max() < 1e-12 * max(1.0, np.abs(lin.weight.grad).max())
+    assert np.abs(lin.weight.grad).max() > 1e-3  # the weights do learn
+
+
+def test_batchnorm_makes_weight_gradients_scale_inversely() -> None:
+    """L(aW) = L(W) under BatchNorm, so ∇L(aW) = ∇L(W)/a, and the gradient is ⟂ W."""
+    lin1, loss1 = _linear_bn_loss(1.0)
+    lin3, loss3 = _linear_bn_loss(3.0)
+    assert loss3 == pytest.approx(loss1, rel=1e-10)
+    np.testing.assert_allclose(lin3.weight.grad, lin1.weight.grad / 3.0, rtol=1e-8, atol=1e-12)
+    assert abs(np.sum(lin1.weight.grad * lin1.weight.data)) < 1e-10
