@@ -77,7 +77,7 @@ def _mlp(quick: bool) -> Rung:
     from spiral.recipes.mlp import fit_text
     from spiral.train import TrainConfig
 
-    over = {"max_steps": 300, "eval_interval": 300} if quick else {}
+    over: dict[str, Any] = {"max_steps": 300, "eval_interval": 300} if quick else {}
     m, t = MLPConfig(vocab_size=1), TrainConfig(**over)
     settings = (f"stage 4's recipe: context {m.n_context}, embedding {m.d_embed}, "
                 f"{m.n_layers} hidden layers of {m.d_hidden} ({m.activation}); AdamW lr {t.lr}, "
@@ -95,7 +95,8 @@ def _gpt(quick: bool) -> Rung:
     from spiral.models.gpt import GPTConfig
     from spiral.recipes.gpt import RECIPES, train_gpt
 
-    over = {"max_steps": 40, "eval_interval": 40, "warmup_steps": 10} if quick else {}
+    over: dict[str, Any] = ({"max_steps": 40, "eval_interval": 40, "warmup_steps": 10}
+                            if quick else {})
     m, r = GPTConfig.preset("baby", 1), {**RECIPES["baby"], **over}
     settings = (f"nanoGPT's baby recipe (stage 8): {m.n_layers} layers × {m.d_model} wide, "
                 f"{m.n_heads} heads, context {m.context_length}, dropout {m.dropout}; AdamW lr "

@@ -25,19 +25,19 @@ _TRAIN_TYPES: dict[str, Any] = {
     "eval_tokens": ca.positive_int, "checkpoint_interval": ca.nonneg_int,
     "threads": ca.positive_int,
 }
-_TRAIN_CHOICES = {"schedule": ("cosine", "constant")}
+_TRAIN_CHOICES: dict[str, tuple[str, ...]] = {"schedule": ("cosine", "constant")}
 _MLP_TYPES: dict[str, Any] = {
     "n_context": ca.positive_int, "d_embed": ca.positive_int, "d_hidden": ca.positive_int,
     "n_layers": ca.nonneg_int, "dropout": ca.probability, "head_init_scale": ca.positive_float,
     "context_length": ca.positive_int,
 }
-_MLP_CHOICES = {"activation": ("relu", "tanh", "gelu", "gelu_tanh", "silu")}
+_MLP_CHOICES: dict[str, tuple[str, ...]] = {"activation": ("relu", "tanh", "gelu", "gelu_tanh", "silu")}
 _GPT_TYPES: dict[str, Any] = {
     "context_length": ca.positive_int, "n_layers": ca.positive_int, "n_heads": ca.positive_int,
     "d_model": ca.positive_int, "expansion": ca.positive_float, "dropout": ca.probability,
     "init_std": ca.positive_float,
 }
-_GPT_CHOICES = {"placement": ("pre", "post"),
+_GPT_CHOICES: dict[str, tuple[str, ...]] = {"placement": ("pre", "post"),
                 "positional": ("learned", "sinusoidal", "rope", "rope_halves", "alibi", "none")}
 
 
