@@ -250,3 +250,18 @@ def test_continuation_unigram_is_the_one_that_keeps_the_marginals() -> None:
         plain = counts.sum(1) @ _interpolated(counts, occ / occ.sum(), d)
         if not np.allclose(cont / cont.sum(), occ / occ.sum()):
             assert np.abs(plain - occ).max() > 1e-6 * occ.sum(), trial
+
+
+def test_worked_kneser_ney_example_by_hand() -> None:
+    """The chapter's hand calculation on 'abracadabra' (D = 3/4), in exact fractions."""
+    from fractions import Fraction as Fr
+
+    d = Fr(3, 4)
+    gamma = d * 3 / 4  # N₁₊(a•) = 3 distinct followers of the 4 a's that have one
+    cont = {"a": Fr(3, 7), "b": Fr(1, 7), "c": Fr(1, 7), "d": Fr(1, 7), "r": Fr(1, 7)}
+    top = {"b": 2, "c": 1, "d": 1}  # c(a w)
+    hand = {w: max(Fr(top.get(w, 0)) - d, Fr(0)) / 4 + gamma * cont[w] for w in cont}
+    assert hand["b"] == Fr(11, 28) and hand["a"] == Fr(27, 112) and sum(hand.values()) == 1
+    lm = NGramLM(2, smoothing="kneser_ney", discount=0.75).fit("abracadabra")
+    for w, p in hand.items():
+        assert lm.prob("a", w) == pytest.approx(float(p), abs=1e-15), w
