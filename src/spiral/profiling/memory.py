@@ -58,11 +58,15 @@ from spiral.profiling.memory_profiler import (
     profile_inference,
     profile_step,
 )
-from spiral.profiling.memory_witness import torch_step_peak, tracemalloc_step_peak
+from spiral.profiling.memory_witness import (
+    torch_forward_bytes,
+    torch_step_peak,
+    tracemalloc_step_peak,
+)
 
 __all__ = ["Breakdown", "Grad", "Layout", "MemoryEvent", "MemoryProfiler", "MemoryTimeline",
            "activations_by_layer", "Node", "OPTIMIZERS", "PRECISIONS", "TAGS", "build_gpt_graph",
            "bytes_per_parameter", "count_by_component", "famous_configs", "largest_batch",
            "largest_context", "layout_for", "predict_inference_memory",
            "predict_training_memory", "profile_inference", "profile_step", "simulate_step",
-           "torch_step_peak", "tracemalloc_step_peak", "verify_fit"]
+           "torch_forward_bytes", "torch_step_peak", "tracemalloc_step_peak", "verify_fit"]

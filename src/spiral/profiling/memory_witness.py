@@ -27,7 +27,8 @@ import numpy as np
 
 from spiral.nn import functional as F
 
-__all__ = ["tracemalloc_step_peak", "torch_step_peak", "TORCH_CATEGORIES"]
+__all__ = ["tracemalloc_step_peak", "torch_step_peak", "torch_forward_bytes",
+           "TORCH_CATEGORIES"]
 
 
 def _resident(model: Any, optimizer: Any, arrays: tuple[np.ndarray, ...]) -> int:
@@ -128,3 +129,33 @@ def torch_step_peak(model: Any, ids: np.ndarray, targets: np.ndarray,
     i = int(totals.argmax())
     return {"peak": int(totals[i]), "peak_index": i, "n_samples": len(totals),
             "peak_by_tag": {k: int(v) for k, v in zip(TORCH_CATEGORIES, rows[i])}}
+
+
+def torch_forward_bytes(model: Any, ids: np.ndarray, targets: np.ndarray) -> int:
+    """Bytes torch holds for backward after the forward pass and the loss (CPU timeline,
+    everything but parameters and inputs): the end-of-forward activations, comparable
+    array for array with the analytic model's ``activations_end_of_forward``."""
+    import json
+    import tempfile
+    import warnings
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.as_tensor(ids, dtype=torch.long)
+    y = torch.as_tensor(targets, dtype=torch.long)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 y.reshape(-1))
+        del logits
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        path = f"{tmp}/timeline.json"
+        prof.export_memory_timeline(path, device="cpu")
+        with open(path) as fh:
+            _, sizes = json.load(fh)
+    del loss
+    last = dict(zip(TORCH_CATEGORIES, sizes[-1][1:]))
+    return int(sum(v for k, v in last.items() if k not in ("param", "input")))
