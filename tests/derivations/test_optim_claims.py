@@ -218,3 +218,23 @@ def test_l2_is_not_weight_decay_under_adam() -> None:
         p.grad = np.zeros(3)
         opt.step()
     np.testing.assert_allclose(p.data, (1 - lr * 0.5) ** 50 * theta0, rtol=1e-12)
+
+
+def test_gd_on_a_strongly_convex_non_quadratic_loss_converges_linearly() -> None:
+    """L(θ_t) − L* ≤ (1 − α/β)^t (L(θ_0) − L*) for η = 1/β, α-strongly convex, β-smooth L.
+
+    L(x) = Σ log cosh(x_i) + (α/2)‖x‖²: its Hessian is diag(sech² x_i) + αI, between αI and
+    (1 + α)I, so β = 1 + α; L* = 0 at x = 0.
+    """
+    rng = np.random.default_rng(3)
+    for alpha in (0.01, 0.1, 1.0):
+        beta = 1.0 + alpha
+        x = rng.normal(0, 5, 20)
+
+        def loss(v: np.ndarray, a: float = alpha) -> float:
+            return float(np.sum(np.log(np.cosh(v))) + 0.5 * a * v @ v)
+
+        gap0 = loss(x)
+        for t in range(1, 200):
+            x = x - (np.tanh(x) + alpha * x) / beta
+            assert loss(x) <= (1 - alpha / beta) ** t * gap0 * (1 + 1e-12) + 1e-300, (alpha, t)
