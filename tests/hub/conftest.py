@@ -31,12 +31,12 @@ def save_random(kind: str, folder: Path, seed: int = 0, **cfg: Any) -> Any:
     torch.manual_seed(seed)
     if kind == "gpt2":
         base = dict(vocab_size=61, n_positions=32, n_embd=32, n_layer=2, n_head=4,
-                    bos_token_id=0, eos_token_id=0, initializer_range=0.5)
+                    bos_token_id=0, eos_token_id=0, initializer_range=0.2)
         model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{**base, **cfg}))
     else:
         base = dict(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                    initializer_range=0.5)
+                    initializer_range=0.2)
         model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**base, **cfg}))
     with torch.no_grad():  # norms at 1 and biases at 0 would hide mapping mistakes
         for name, p in model.named_parameters():

@@ -69,3 +69,37 @@ def test_unsupported_llama_configs_are_clear_errors(tmp_path, cfg, match):
     save_random("llama", tmp_path, **cfg)
     with pytest.raises(hub.HubError, match=match):
         hub.load_model(tmp_path)
+
+
+@pytest.mark.parametrize("theta,factor", [(500000.0, 8.0), (10000.0, 32.0)])
+def test_llama3_rope_scaling_logits_equal_transformers(tmp_path, theta, factor):
+    """Llama 3.1/3.2's scaled frequencies: the band between the two wavelengths interpolates.
+    original_max_position_embeddings = 16 puts head_dim 8's wavelengths in all three bands.
+    Most of the remaining error is transformers rounding the scaled frequencies to float32
+    (we keep them in float64): with its float32 frequencies ours differs by ~2e-6."""
+    scaling = {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+    ref_model = save_random("llama", tmp_path / "hf", rope_theta=theta,
+                            rope_scaling=dict(scaling))  # transformers edits the dict it gets
+    model = hub.load_model(tmp_path / "hf")
+    assert model.config.rope_scaling == scaling
+    ids = token_ids(61, (2, 64))
+    assert rel_err(model(ids).data, hf_logits(ref_model, ids)) < TOL
+    hub.export(model, tmp_path / "ours", family="llama")  # and out again
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours")
+    assert rel_err(hf_logits(again, ids), hf_logits(ref_model, ids)) < TOL
+
+
+def test_bfloat16_checkpoints_widen_exactly(tmp_path):
+    """Most Llama-family files are bfloat16: its 16 bits are the top half of a float32."""
+    import torch
+
+    ref_model = save_random("llama", tmp_path / "f32")
+    ref_model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    model = hub.load_model(tmp_path / "bf16")
+    want = ref_model.model.layers[0].mlp.up_proj.weight.detach().float().numpy()
+    np.testing.assert_array_equal(model.blocks[0].ffn.w3.weight.data, want)
+    widened = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "bf16",
+                                                                dtype=torch.float32)  # its own widening
+    ids = token_ids(61)
+    assert rel_err(model(ids).data, hf_logits(widened, ids)) < TOL

@@ -44,9 +44,10 @@ LLAMA_FIELDS: dict[str, tuple[str, Any]] = {
     "num_attention_heads": ("n_heads", 32), "num_key_value_heads": ("n_kv_heads", None),
     "intermediate_size": ("ffn_hidden", 11008), "rms_norm_eps": ("norm_eps", 1e-6),
     "tie_word_embeddings": ("tie_weights", False), "rope_theta": ("rope_theta", 10000.0),
+    "rope_scaling": ("rope_scaling", None),
 }
 LLAMA_REQUIRED = {"hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
-                  "pretraining_tp": 1, "rope_interleaved": False, "rope_scaling": None}
+                  "pretraining_tp": 1, "rope_interleaved": False}
 LLAMA_IGNORED = {"attention_dropout", "is_llama_config", "head_dim", "rope_parameters"}
 
 IGNORED = {"architectures", "model_type", "transformers_version", "dtype", "torch_dtype",
@@ -57,8 +58,9 @@ IGNORED = {"architectures", "model_type", "transformers_version", "dtype", "torc
            "tie_encoder_decoder", "prefix", "sep_token_id", "decoder_start_token_id",
            "finetuning_task", "max_length", "num_labels"}
 
-FAMILIES = {"gpt2": (GPT2_FIELDS, GPT2_REQUIRED, GPT2_IGNORED),
-            "llama": (LLAMA_FIELDS, LLAMA_REQUIRED, LLAMA_IGNORED)}
+FAMILIES: dict[str, tuple[dict[str, tuple[str, Any]], dict[str, Any], set[str]]] = {
+    "gpt2": (GPT2_FIELDS, GPT2_REQUIRED, GPT2_IGNORED),
+    "llama": (LLAMA_FIELDS, LLAMA_REQUIRED, LLAMA_IGNORED)}
 
 
 def family_of(hf: dict[str, Any]) -> str:
@@ -69,19 +71,28 @@ def family_of(hf: dict[str, Any]) -> str:
     return str(kind)
 
 
+LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
+               "original_max_position_embeddings")
+
+
 def _rope(hf: dict[str, Any]) -> dict[str, Any]:
     """Transformers 5 writes ``rope_parameters`` = {rope_type, rope_theta, ...}; older files
-    write ``rope_theta`` and ``rope_scaling``. Both must mean plain RoPE."""
-    params = hf.get("rope_parameters") or {}
-    if not isinstance(params, dict):
-        raise HubError(f"config.json: rope_parameters must be an object, got {params!r}")
-    kind = params.get("rope_type", params.get("type", "default"))
-    extra = sorted(set(params) - {"rope_type", "type", "rope_theta"})
-    if kind != "default" or extra:
-        raise HubError(f"config.json: rope_parameters with rope_type {kind!r} "
-                       f"{'and ' + ', '.join(extra) + ' ' if extra else ''}is not supported "
-                       "by spiral.hub (only plain RoPE: rope_type 'default')")
-    return {"rope_theta": params["rope_theta"]} if "rope_theta" in params else {}
+    write ``rope_theta`` and ``rope_scaling``. Plain RoPE or Llama 3's scaling (rope_type
+    "llama3"); any other rope_type or key is an error."""
+    params = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    if "rope_theta" in hf and "rope_theta" not in params:
+        params["rope_theta"] = hf["rope_theta"]
+    kind = params.pop("rope_type", params.pop("type", "default"))
+    theta = {"rope_theta": params.pop("rope_theta")} if "rope_theta" in params else {}
+    if kind == "default" and not params:
+        return {**theta, "rope_scaling": None}
+    if kind == "llama3" and set(params) == set(LLAMA3_KEYS):
+        scaling = {"rope_type": "llama3", **{k: float(params[k]) for k in LLAMA3_KEYS[:3]},
+                   LLAMA3_KEYS[3]: int(params[LLAMA3_KEYS[3]])}
+        return {**theta, "rope_scaling": scaling}
+    raise HubError(f"config.json: RoPE with rope_type {kind!r} and {sorted(params)} is not "
+                   "supported by spiral.hub (supported: 'default'; 'llama3' with "
+                   f"{', '.join(LLAMA3_KEYS)})")
 
 
 def to_gpt_config(hf: dict[str, Any]) -> GPTConfig:
@@ -147,6 +158,7 @@ def from_gpt_config(c: GPTConfig, family: str) -> dict[str, Any]:
         out.update(num_key_value_heads=c.kv_heads, intermediate_size=c.hidden,
                    head_dim=c.head_dim, **{k: v for k, v in LLAMA_REQUIRED.items()
                                            if k != "rope_interleaved"})
+        out["rope_scaling"] = None if c.rope_scaling is None else dict(c.rope_scaling)
         arch = "LlamaForCausalLM"
     return {"architectures": [arch], "model_type": family, **out,
             "bos_token_id": None, "eos_token_id": None, "dtype": "float32"}

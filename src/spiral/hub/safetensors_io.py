@@ -31,9 +31,10 @@ from spiral.hub.errors import HubError
 __all__ = ["SafetensorsFile", "Checkpoint", "INDEX", "SINGLE"]
 
 INDEX, SINGLE = "model.safetensors.index.json", "model.safetensors"
-DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
-          "BF16": np.dtype("<u2"), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
-          "U8": np.dtype("u1"), "BOOL": np.dtype("u1")}
+DTYPES: dict[str, np.dtype[Any]] = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
+    "U8": np.dtype("u1"), "BOOL": np.dtype("u1")}
 MAX_HEADER = 100 * 1024 * 1024  # the format's own limit on the JSON header
 
 
@@ -62,8 +63,7 @@ class SafetensorsFile:
             raise HubError(f"{bad}: unreadable header ({err})") from None
         self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
         self.start, data_len = 8 + n, size - 8 - n
-        self.entries: dict[str, tuple[np.dtype, tuple[int, ...], int, int, str]] = {}
-        end_max = 0
+        self.entries: dict[str, tuple[np.dtype[Any], tuple[int, ...], int, int, str]] = {}
         for name, e in header.items():
             try:
                 code, shape = e["dtype"], tuple(int(s) for s in e["shape"])
@@ -80,9 +80,8 @@ class SafetensorsFile:
             if end > data_len:
                 raise HubError(f"{bad}: tensor {name!r} ends at byte {end} of the data but "
                                f"the file holds only {data_len} data bytes")
-            end_max = max(end_max, end)
             self.entries[name] = (dt, shape, begin, end, code)
-        self._map: np.memmap | None = None
+        self._map: np.memmap[Any, Any] | None = None
 
     def names(self) -> list[str]:
         return list(self.entries)

@@ -40,6 +40,7 @@ __all__ = [
     "wavelengths", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding",
     "rope_frequencies", "rope_angles", "rope_rotate", "apply_rope", "rope_complex",
     "halves_permutation", "RotaryEmbedding", "alibi_slopes", "alibi_bias",
+    "rope_llama3_frequencies",
 ]
 
 ENCODINGS = ("learned", "sinusoidal", "rope", "rope_halves", "alibi", "none")
@@ -136,6 +137,20 @@ def rope_frequencies(head_dim: int, base: float = 10000.0) -> np.ndarray:
     return _frequencies(head_dim, base)
 
 
+def rope_llama3_frequencies(freqs: np.ndarray, factor: float, low_freq_factor: float,
+                            high_freq_factor: float,
+                            original_max_position_embeddings: int) -> np.ndarray:
+    """Llama 3.1's RoPE scaling (Meta, 2024). With wavelength λ_i = 2π/θ_i and L the
+    original context: θ_i stays for λ_i < L/high_freq_factor, becomes θ_i/factor for
+    λ_i > L/low_freq_factor, and in between s·θ_i + (1 − s)·θ_i/factor with
+    s = (L/λ_i − low_freq_factor) / (high_freq_factor − low_freq_factor)."""
+    L, low, high = float(original_max_position_embeddings), low_freq_factor, high_freq_factor
+    wavelen = 2 * math.pi / freqs
+    s = (L / wavelen - low) / (high - low)
+    out = np.where(wavelen > L / low, freqs / factor, (1 - s) * freqs / factor + s * freqs)
+    return np.where(wavelen < L / high, freqs, out)
+
+
 def rope_angles(positions: np.ndarray, head_dim: int, base: float = 10000.0) -> np.ndarray:
     """m·θ_i for each position m: (T,) -> (T, head_dim/2) float64."""
     return np.asarray(positions, dtype=np.float64)[:, None] * rope_frequencies(head_dim, base)
@@ -213,18 +228,26 @@ class RotaryEmbedding(Module):
     """
 
     def __init__(self, head_dim: int, base: float = 10000.0,
-                 convention: str = "interleaved") -> None:
+                 convention: str = "interleaved", scaling: dict[str, Any] | None = None) -> None:
         super().__init__()
         _pairs(head_dim, convention)
         if head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
         self.head_dim, self.base, self.convention = head_dim, base, convention
+        self.scaling = scaling  # None, or Llama 3's {"rope_type": "llama3", "factor": ...}
+        if scaling is not None and scaling.get("rope_type") != "llama3":
+            raise ValueError(f"RoPE scaling must be None or rope_type 'llama3', got {scaling!r}")
         self._cache: dict[tuple[int, int, Any], tuple[np.ndarray, np.ndarray]] = {}
 
     def cos_sin(self, n: int, offset: int, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
         key = (n, offset, np.dtype(dtype))
         if key not in self._cache:
             ang = rope_angles(np.arange(offset, offset + n), self.head_dim, self.base)
+            if self.scaling is not None:
+                args = {k: v for k, v in self.scaling.items() if k != "rope_type"}
+                freqs = rope_llama3_frequencies(rope_frequencies(self.head_dim, self.base),
+                                                **args)
+                ang = np.arange(offset, offset + n, dtype=np.float64)[:, None] * freqs
             self._cache[key] = (np.cos(ang).astype(dtype), np.sin(ang).astype(dtype))
         return self._cache[key]
 

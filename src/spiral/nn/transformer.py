@@ -67,7 +67,8 @@ class MultiHeadAttention(Module):
     def __init__(self, d_model: int, n_heads: int, *, bias: bool = False, causal: bool = True,
                  dropout: float = 0.0, rng: np.random.Generator | None = None,
                  dtype: Any = np.float32, positional: str = "learned",
-                 n_kv_heads: int | None = None, rope_theta: float = 10000.0) -> None:
+                 n_kv_heads: int | None = None, rope_theta: float = 10000.0,
+                 rope_scaling: dict[str, Any] | None = None) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
@@ -89,7 +90,8 @@ class MultiHeadAttention(Module):
         self.rotary: RotaryEmbedding | None = None
         if positional in ROPE_CONVENTIONS:
             self.rotary = RotaryEmbedding(self.head_dim, base=rope_theta,
-                                          convention=ROPE_CONVENTIONS[positional])
+                                          convention=ROPE_CONVENTIONS[positional],
+                                          scaling=rope_scaling)
 
     def split_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x (B, T, d_model) -> Q (B, H, T, hd), K and V (B, Hkv, T, hd)."""
@@ -203,7 +205,8 @@ class Block(Module):
                  positional: str = "learned", norm_type: str = "layernorm",
                  norm_eps: float = 1e-5, ffn_type: str = "gelu", gelu_approximate: str = "none",
                  ffn_hidden: int | None = None, ffn_multiple_of: int = 8,
-                 n_kv_heads: int | None = None, rope_theta: float = 10000.0) -> None:
+                 n_kv_heads: int | None = None, rope_theta: float = 10000.0,
+                 rope_scaling: dict[str, Any] | None = None) -> None:
         super().__init__()
         if placement not in ("pre", "post"):
             raise ValueError(f"placement must be 'pre' or 'post', got {placement!r}")
@@ -217,7 +220,8 @@ class Block(Module):
         self.ln1 = make_norm()
         self.attn = MultiHeadAttention(d_model, n_heads, bias=bias, dropout=dropout, rng=rng,
                                        dtype=dtype, positional=positional,  # stage 9
-                                       n_kv_heads=n_kv_heads, rope_theta=rope_theta)
+                                       n_kv_heads=n_kv_heads, rope_theta=rope_theta,
+                                       rope_scaling=rope_scaling)
         self.ln2: Module | None = make_norm() if ffn else None
         self.ffn: Module | None = None
         if ffn:
