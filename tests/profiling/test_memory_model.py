@@ -33,7 +33,7 @@ def _measure(c: GPTConfig, B: int, T: int, opt: str = "adamw"):
     return profile_step(model, _batch(c, B, T), optimizer)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(B=st.integers(1, 6), T=st.integers(2, 24), n_layers=st.integers(1, 3),
        n_heads=st.sampled_from([1, 2, 4]), head_dim=st.sampled_from([4, 8]),
        vocab=st.integers(5, 300), bias=st.booleans(), tie=st.booleans(),

@@ -265,10 +265,11 @@ def _run_backward(root: TensorBase, gradient: Any, retain_graph: bool) -> None:
         g = grads.pop(id(node), None)
         if g is not None:
             if type(g) is _SliceGrad:
-                g = g.materialize()
+                full = g.materialize()
+                if _HOOKS:  # stage 11: the profiler sees gradient arrays (while g lives)
+                    _hooks.notify_grads(node, (full,))
+                g = full
                 owned.add(id(g))
-                if _HOOKS:  # stage 11: the profiler sees gradient arrays, not only Tensors
-                    _hooks.notify_grads(node, (g,))
             fresh = id(g) in owned
             owned.discard(id(g))
         backward = node._backward
@@ -326,7 +327,7 @@ def _run_backward(root: TensorBase, gradient: Any, retain_graph: bool) -> None:
                 prev += pg
             else:
                 prev = prev + pg
+            if _HOOKS:  # reported before the old sum is dropped: both are alive here
+                _hooks.notify_grads(p, (prev,))
             owned.add(id(prev))
             grads[k] = prev
-            if _HOOKS:
-                _hooks.notify_grads(p, (prev,))
