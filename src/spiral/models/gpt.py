@@ -49,7 +49,7 @@ __all__ = ["GPTConfig", "GPT", "PRESETS", "count_parameters"]
 
 # fields added by stage 14 (written by to_dict only when not at their defaults)
 STAGE14_FIELDS = ("norm_type", "norm_eps", "ffn_type", "gelu_approximate", "ffn_hidden",
-                  "ffn_multiple_of", "n_kv_heads", "rope_theta")
+                  "ffn_multiple_of", "n_kv_heads", "rope_theta", "rope_scaling")
 
 # the projections that write into the residual stream (GELU MLP: proj; SwiGLU: w2 = down)
 RESIDUAL_PROJECTIONS = ("out_proj.weight", "ffn.proj.weight", "ffn.w2.weight")
