@@ -223,7 +223,7 @@ class Block(Module):
                                        n_kv_heads=n_kv_heads, rope_theta=rope_theta,
                                        rope_scaling=rope_scaling)
         self.ln2: Module | None = make_norm() if ffn else None
-        self.ffn: Module | None = None
+        self.ffn: Any = None  # FeedForward (GELU) | SwiGLUFeedForward | None
         if ffn:
             self.ffn = make_ffn(ffn_type, d_model, expansion, bias=bias,
                                 gelu_approximate=gelu_approximate, hidden=ffn_hidden,
