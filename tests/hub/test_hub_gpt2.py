@@ -70,7 +70,7 @@ def test_transformers_to_ours_to_transformers(tmp_path):
 
 
 def test_loading_never_holds_two_copies_of_the_weights(tmp_path):
-    """tracemalloc's peak while loading stays below two models' worth of float32."""
+    """tracemalloc's peak while loading: the model's float32 once plus one tensor in flight."""
     save_random("gpt2", tmp_path, n_embd=128, n_layer=4, vocab_size=2000, n_positions=128)
     tracemalloc.start()
     try:
@@ -78,8 +78,10 @@ def test_loading_never_holds_two_copies_of_the_weights(tmp_path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    weights = sum(p.data.nbytes for p in model.parameters())
-    assert peak < 2 * weights, (peak, weights)
+    sizes = [p.data.nbytes for p in model.parameters()]
+    # the model once, plus at most one tensor in flight (and a little bookkeeping)
+    assert peak < sum(sizes) + 1.2 * max(sizes), (peak, sum(sizes), max(sizes))
+    assert not any(p.data.base is not None for p in model.parameters())  # no file views kept
 
 
 def test_export_refuses_what_gpt2_cannot_express(tmp_path):

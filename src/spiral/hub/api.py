@@ -77,6 +77,21 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     return cfg
 
 
+class _NoDraws:
+    """The generator for a model whose every weight is overwritten next: each "draw" is a
+    zero-strided view of one 0.0 (no memory), so building the model holds one copy of it
+    plus at most one tensor in flight -- not a random draw in float64 on top."""
+
+    def normal(self, loc: float = 0.0, scale: float = 1.0, size: Any = None) -> np.ndarray:
+        return np.broadcast_to(np.float64(0.0), size)
+
+    def uniform(self, low: float = 0.0, high: float = 1.0, size: Any = None) -> np.ndarray:
+        return np.broadcast_to(np.float64(0.0), size)
+
+    def standard_normal(self, size: Any = None) -> np.ndarray:
+        return np.broadcast_to(np.float64(0.0), size)
+
+
 def load_model(source: str | Path) -> GPT:
     """A GPT-2 or Llama checkpoint as our :class:`GPT` (float32, eval mode)."""
     folder = resolve(source)
@@ -84,7 +99,10 @@ def load_model(source: str | Path) -> GPT:
     family = family_of(hf)
     config = to_gpt_config(hf)
     ckpt = Checkpoint(folder)  # validates every header before any weight is allocated
-    model = GPT(config, rng=np.random.default_rng(0))
+    model = GPT(config, rng=_NoDraws())  # type: ignore[arg-type]
+    for module in model.modules():  # dropout's generator (p = 0 here) becomes a real one
+        if isinstance(getattr(module, "rng", None), _NoDraws):
+            module.rng = np.random.default_rng(0)
     load_weights(model, ckpt, family)
     model.eval()
     return model
