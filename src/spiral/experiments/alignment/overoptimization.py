@@ -109,23 +109,29 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
+    """Gains from the SFT policy: true reward, and proxy score times τ (a calibrated reward
+    model scores r*/τ + const, so τ·Δproxy is in units of r* and would track Δr*)."""
     sizes = list(results["rm"])
-    fig, axes = new_figure(1, 2, width=7.4, height=3.0)
+    fig, axes = new_figure(1, 2, width=7.4, height=3.0, sharey=True)
+    tau = TEMPERATURE
     for k, size in enumerate(sizes):
         v = results["rm"][size]
         c = PALETTE[k]
-        axes[0].plot(results["bon_kl"], v["bon_proxy"], "--", color=c, lw=1)
-        axes[0].plot(results["bon_kl"], v["bon_true"], "-o", color=c, ms=3,
+        bt, bp = np.array(v["bon_true"]), np.array(v["bon_proxy"])
+        axes[0].plot(results["bon_kl"], tau * (bp - bp[0]), "--", color=c, lw=1)
+        axes[0].plot(results["bon_kl"], bt - bt[0], "-o", color=c, ms=3,
                      label=f"RM from {size} pairs")
-        for i, r in enumerate(v["ppo"]):
-            axes[1].plot(r["kl"], r["proxy_reward"], "--", color=c, lw=0.8, alpha=0.6)
-            axes[1].plot(r["kl"], r["true_reward"], "-", color=c, lw=1.2,
-                         label=None if i else f"RM from {size} pairs")
+        for r in v["ppo"]:
+            t, p = np.array(r["true_reward"]), np.array(r["proxy_reward"])
+            axes[1].plot(r["kl"], tau * (p - p[0]), "--", color=c, lw=0.8, alpha=0.7)
+            axes[1].plot(r["kl"], t - t[0], "-", color=c, lw=1.2)
+    for ax in axes:
+        ax.axhline(0.0, color=PALETTE[6], lw=0.6, ls=":")
     axes[0].set_title(f"best-of-n (n = 1 … {results['n'][-1]})", fontsize=9)
-    axes[1].set_title("PPO on the reward model", fontsize=9)
+    axes[1].set_title("PPO on the reward model (one line per seed)", fontsize=9)
     axes[0].set_xlabel("KL bound log n − (n−1)/n (nats)")
     axes[1].set_xlabel("KL(π ‖ π_ref) (nats)")
-    axes[0].set_ylabel("reward (solid: true r*, dashed: proxy)")
+    axes[0].set_ylabel("gain over SFT\n(solid: true r*, dashed: τ·proxy)")
     axes[0].legend(fontsize=7, frameon=False)
     return {"overoptimization": fig}
 

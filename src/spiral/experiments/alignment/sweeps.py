@@ -120,7 +120,8 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         ax.annotate(lt, (x["kl"]["mean"], x["true_reward"]["mean"]), textcoords="offset points",
                     xytext=(4, 3), fontsize=7, color=PALETTE[3])
     ax.axhline(results["sft_true_reward"], color=PALETTE[6], ls=":", lw=1)
-    ax.set_xlabel("KL(π ‖ π_ref) (nats per name)")
+    ax.set_xscale("log")
+    ax.set_xlabel("KL(π ‖ π_ref) (nats per name, log scale)")
     ax.set_ylabel("true reward")
     ax.legend(fontsize=8, frameon=False, loc="lower right")
     return {"kl_sweep": fig}
