@@ -31,7 +31,8 @@ _MLP_TYPES: dict[str, Any] = {
     "n_layers": ca.nonneg_int, "dropout": ca.probability, "head_init_scale": ca.positive_float,
     "context_length": ca.positive_int,
 }
-_MLP_CHOICES: dict[str, tuple[str, ...]] = {"activation": ("relu", "tanh", "gelu", "gelu_tanh", "silu")}
+_MLP_CHOICES: dict[str, tuple[str, ...]] = {
+    "activation": ("relu", "tanh", "gelu", "gelu_tanh", "silu")}
 _GPT_TYPES: dict[str, Any] = {
     "context_length": ca.positive_int, "n_layers": ca.positive_int, "n_heads": ca.positive_int,
     "d_model": ca.positive_int, "expansion": ca.positive_float, "dropout": ca.probability,
@@ -108,6 +109,10 @@ def cmd_train_gpt(args: argparse.Namespace) -> int:
     from spiral.recipes.gpt import train_gpt
 
     ca.apply_data_dir(args)
+    if getattr(args, "nproc", 1) > 1:  # stage 13: the same model on N processes
+        from spiral.distributed.launch import run_train_gpt
+
+        return run_train_gpt(args)
     res = train_gpt(args.data, args.out, preset=args.preset, seed=args.seed,
                     model_overrides=_picked(args, args.model_fields),
                     train_overrides=_picked(args, args.train_fields), resume=args.resume,
@@ -188,6 +193,12 @@ def add_subparser(subparsers: Any) -> None:
                     train_fields=_add_train_options(gp, _train_defaults(RECIPES["baby"]),
                                                     ("seq_len",)),
                     func=cmd_train_gpt)
+    try:  # stage 13's options; the distributed package needs only numpy until it runs
+        from spiral.distributed.launch import add_parallel_arguments
+    except ModuleNotFoundError:
+        pass
+    else:
+        add_parallel_arguments(gp)
 
     s = subparsers.add_parser("sample", help="sample text from a trained run directory",
                               description="Sample names or a passage from a run directory "

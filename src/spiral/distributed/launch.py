@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from spiral import cli_args as ca
 from spiral.distributed.strategies import STRATEGIES, run_rank, train
 from spiral.distributed.workload import TrainSpec, train_single
 
@@ -34,15 +35,16 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> Any:
     """Only the parallelism options (no model or data sizes): safe to add to a parser that
     already has its own ``--steps``, ``--batch-size`` or ``--data``."""
     g = parser.add_argument_group("distributed training (stage 13)")
-    g.add_argument("--nproc", type=int, default=1, help="worker processes (default 1)")
+    g.add_argument("--nproc", type=ca.positive_int, default=1, help="worker processes (default 1)")
     g.add_argument("--parallel", choices=STRATEGIES, default="dp",
                    help="dp | tp | pp | zero1 | zero2 | zero3 | dp_tp (tp inside dp)")
-    g.add_argument("--tp", type=int, default=2, help="tensor-parallel width for dp_tp")
+    g.add_argument("--tp", type=ca.positive_int, default=2, help="tensor-parallel width for dp_tp")
     g.add_argument("--pp-schedule", choices=("naive", "gpipe", "1f1b"), default="1f1b",
                    help="pipeline schedule for --parallel pp (default 1f1b)")
-    g.add_argument("--micro-batches", type=int, default=4)
+    g.add_argument("--micro-batches", type=ca.positive_int, default=4)
     g.add_argument("--allreduce", choices=("naive", "ring", "bucketed"), default="bucketed")
-    g.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up")
+    g.add_argument("--timeout", type=ca.positive_float, default=600.0,
+                   help="seconds before giving up")
     g.add_argument("--check", action="store_true",
                    help="also train in one process and report the largest parameter gap")
     return g
