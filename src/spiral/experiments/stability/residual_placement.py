@@ -56,6 +56,9 @@ class Config:
     gentle_lr: float = 1e-3
     warmup_steps: int = 100
     gentle: bool = True
+    # separate the gentle recipe's two ingredients for post-LN at the deepest depth:
+    # the large lr with warm-up, and the small lr without
+    separate: bool = True
     seeds: tuple[int, ...] = (0, 1, 2)
 
 
@@ -140,6 +143,16 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                                                    "lr": config.gentle_lr,
                                                    "warmup": config.warmup_steps})
                 out["gentle"][pl] = mean_sd([float(np.mean(r[-50:])) for r in runs])
+        if config.separate:
+            deepest_depth = max(config.depths)
+            recipes = {"warmup_only": (config.lr, config.warmup_steps),
+                       "small_lr_only": (config.gentle_lr, 0)}
+            out["separate"] = {"depth": deepest_depth}
+            for name, (lr, warm) in recipes.items():
+                runs = [_train("post", deepest_depth, config, s, d, lr, warm)
+                        for s in config.seeds]
+                out["separate"][name] = {"lr": lr, "warmup": warm, "post": mean_sd(
+                    [float(np.mean(r[-50:])) for r in runs])}
     rows, deepest = [], {pl: 0 for pl in PLACEMENTS}
     for depth in config.depths:
         best = min(float(np.nanmin(out["final"][f"{pl}_{depth}"]["values"]))
@@ -208,11 +221,16 @@ def check(results: dict[str, Any]) -> None:
         gentle = results["gentle"]
         assert gentle["post"]["mean"] < results["final"][f"post_{deepest}"]["mean"] - 0.15
         assert gentle["post"]["mean"] < gentle["pre"]["mean"] + 0.15
+    if "separate" in results:  # the smaller lr does the rescuing; warm-up alone does not
+        sep = results["separate"]
+        assert sep["small_lr_only"]["post"]["mean"] < sep["warmup_only"]["post"]["mean"] - 0.15
+        assert sep["warmup_only"]["post"]["mean"] > results["gentle"]["post"]["mean"] + 0.15
 
 
 EXPERIMENT = Experiment(
     name="stability_residual_placement", stage=6, title="Pre-LN vs post-LN at growing depth",
-    quick=Config(depths=(8,), grad_depth=16, steps=120, gentle=False, seeds=(0,)),
+    quick=Config(depths=(8,), grad_depth=16, steps=120, gentle=False, separate=False,
+                 seeds=(0,)),
     full=Config(),
     run=run, plot=plot, check=check,
     summary=lambda r: [(k, f"{v['mean']:.3f}") for k, v in r["final"].items()],
