@@ -102,8 +102,8 @@ def check(results: dict[str, Any]) -> None:
 
 EXPERIMENT = Experiment(
     name="alignment_reward_model", stage=16, title="Reward-model accuracy vs the Bayes ceiling",
-    quick=replace(Config(), sft=QUICK_SFT, sizes=(100, 200), n_test=100, seeds=(0,),
-                  rm=RMConfig(steps=40, lr=3e-3, eval_every=20)),
+    quick=replace(Config(), sft=QUICK_SFT, sizes=(200, 600), n_test=200, seeds=(0,),
+                  rm=RMConfig(steps=120, lr=3e-3, eval_every=20)),
     full=Config(), run=run, plot=plot, check=check,
     summary=lambda r: [("gap to Bayes (points)", r["headline"]["gap_points"]["mean"])],
 )
