@@ -141,6 +141,12 @@ def check(results: dict[str, Any]) -> None:
         assert v["bon_proxy"][-1] > v["bon_proxy"][0]   # the proxy always rises with n
         for r in v["ppo"]:
             assert r["proxy_reward"][-1] > r["proxy_reward"][0]
+    sizes = sorted(results["rm"], key=int)
+    weak, strong = results["rm"][sizes[0]], results["rm"][sizes[-1]]
+    if len(weak["ppo"]) >= 3 and len(sizes) > 1:  # the full run's two stories
+        assert min(weak["ppo_true_drop_after_peak"]["values"]) > 0    # every seed peaks, falls
+        assert max(strong["ppo_true_drop_after_peak"]["values"]) < 0.02  # no fall here
+        assert strong["bon_true_gain"]["mean"] > 0.1
 
 
 EXPERIMENT = Experiment(

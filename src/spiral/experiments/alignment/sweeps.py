@@ -134,6 +134,12 @@ def check(results: dict[str, Any]) -> None:
         kl = [x["kl"]["mean"] for x in v]
         # a stronger pull to the reference (larger β) ends closer to it
         assert kl[0] > kl[-1], (group, kl)
+    if results["ppo_iterations"] >= 20:  # full run: monotone for PPO and GRPO; IPO stays closer
+        for group in ("ppo", "grpo"):
+            kl = [x["kl"]["mean"] for x in results[group].values()]
+            assert all(a > b for a, b in zip(kl, kl[1:], strict=False)), (group, kl)
+        if "ipo" in results["loss"] and "0.1" in results["dpo"]:
+            assert results["loss"]["ipo"]["kl"]["mean"] < results["dpo"]["0.1"]["kl"]["mean"]
 
 
 EXPERIMENT = Experiment(
