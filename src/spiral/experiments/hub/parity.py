@@ -146,7 +146,22 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    return {}
+    from spiral.plotting import PALETTE, new_figure
+
+    rows = [*results["logits"].items(),
+            *((f"round trip {k}", v) for k, v in results["round_trip"].items())]
+    fig, ax = new_figure(width=6.4, height=3.4)
+    names = [k.replace("_", " ") for k, _ in rows]
+    for i, (_, v) in enumerate(rows):  # every seed's value, and the mean as a bar
+        ax.barh(i, v["mean"], color=PALETTE[0 if i < len(results["logits"]) else 1])
+        ax.plot(v["values"], [i] * len(v["values"]), "o", color="black", ms=3)
+    ax.axvline(1e-5, color=PALETTE[3], ls="--", label="target 10⁻⁵")
+    ax.set_yticks(range(len(rows)), names)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("max |Δlogit| / max |logit|, float32 (dots: seeds)")
+    ax.legend(loc="lower right")
+    return {"parity": fig}
 
 
 def check(results: dict[str, Any]) -> None:
