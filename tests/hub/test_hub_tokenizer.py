@@ -17,11 +17,13 @@ pytestmark = pytest.mark.stage8
 
 DATA = Path(os.environ.get("SPIRAL_DATA_DIR", "/work/shared/data"))
 SPECIALS = ["<|endoftext|>", "<|im_start|>"]
+KINDS = ["gpt2", "llama3", "smollm"]
 STRESS = [
     "Hello, world! It's 2026; we've 3.14159 reasons & they'll DON'T care.",
     "naïve café — Ünïcödé 日本語のテキスト, 한국어, العربية, emoji 🙂👍🏽 and e\u0301 combining",
     "   leading spaces, trailing   \n\n\n\ttabs\t\t and   runs     of  whitespace   ",
-    "digits 1234567890 0000 12 345 6789 -42 +7 1e10 ١٢٣ (Arabic-Indic)",
+    "digits 1234567890 0000 12 345 6789 -42 +7 1e10 ١٢٣ (Arabic-Indic) Ⅻ ½ x²",
+    "a  1  b\t\t2\n\n3 x 4\u00a05 6  ",
     "special<|endoftext|>tokens<|im_start|>inline <|endoftext|> spaced<|endoftext|>",
     "\r\n windows\r\nline endings\n \n",
     "",
@@ -37,9 +39,11 @@ def _shakespeare() -> str:
     return path.read_text(encoding="utf-8")
 
 
-def train_hf(text: str, path: Path, *, llama3: bool = False, vocab_size: int = 700) -> Path:
-    """A byte-level BPE trained offline by Hugging Face tokenizers: GPT-2's layout, or
-    Llama 3's (a Split regex + ByteLevel without its own regex, ignore_merges)."""
+def train_hf(text: str, path: Path, *, llama3: bool = False, vocab_size: int = 700,
+             digits: bool = False) -> Path:
+    """A byte-level BPE trained offline by Hugging Face tokenizers: GPT-2's layout, Llama
+    3's (a Split regex + ByteLevel without its own regex, ignore_merges), or SmolLM's
+    (single digits split off before GPT-2's ByteLevel)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(ignore_merges=llama3))
@@ -47,6 +51,10 @@ def train_hf(text: str, path: Path, *, llama3: bool = False, vocab_size: int = 7
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(GPT4_PATTERN), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    elif digits:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False)])
     else:
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -62,11 +70,12 @@ def train_hf(text: str, path: Path, *, llama3: bool = False, vocab_size: int = 7
 def shakespeare_files(tmp_path_factory):
     text = _shakespeare()
     d = tmp_path_factory.mktemp("tok")
-    return text, {kind: train_hf(text, d / f"{kind}.json", llama3=kind == "llama3")
-                  for kind in ("gpt2", "llama3")}
+    return text, {kind: train_hf(text, d / f"{kind}.json", llama3=kind == "llama3",
+                                 digits=kind == "smollm")
+                  for kind in KINDS}
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama3"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_ids_equal_hf_on_tiny_shakespeare(shakespeare_files, kind):
     text, files = shakespeare_files
     ref = tokenizers.Tokenizer.from_file(str(files[kind]))
@@ -77,7 +86,7 @@ def test_ids_equal_hf_on_tiny_shakespeare(shakespeare_files, kind):
     assert ours.decode(expected) == text
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama3"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("text", STRESS)
 def test_ids_equal_hf_on_the_stress_set(shakespeare_files, kind, text):
     _, files = shakespeare_files

@@ -34,6 +34,11 @@ from spiral.tokenizers.pretokenize import GPT2_PATTERN, special_splitter, split_
 
 __all__ = ["HFTokenizer", "load_hf_tokenizer", "bytes_to_unicode"]
 
+# GPT-2's regex run inside the pieces between single digits, as one regex: a digit is its
+# own chunk, and a whitespace run that ends at a digit ends its piece, so it is taken whole
+DIGITS_PATTERN = (r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"""
+                  r"""|\s+(?![^\s\p{N}])|\s+""")
+
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's printable stand-in for each byte (Radford et al., 2019, encoder.py)."""
@@ -128,6 +133,11 @@ def _pattern(pre: Any, path: Path) -> str:
         _check("pre_tokenizer.use_regex", steps[0].get("use_regex", True), [True], path)
         _check("pre_tokenizer.add_prefix_space", steps[0].get("add_prefix_space"), [False], path)
         return GPT2_PATTERN
+    if types == ["Digits", "ByteLevel"]:  # SmolLM / StarCoder: every digit its own piece
+        _check("Digits.individual_digits", steps[0].get("individual_digits"), [True], path)
+        _check("ByteLevel.use_regex", steps[1].get("use_regex", True), [True], path)
+        _check("ByteLevel.add_prefix_space", steps[1].get("add_prefix_space"), [False], path)
+        return DIGITS_PATTERN
     if types == ["Split", "ByteLevel"]:
         split, level = steps
         _check("Split.behavior", split.get("behavior"), ["Isolated"], path)
