@@ -88,3 +88,19 @@ def test_export_refuses_what_gpt2_cannot_express(tmp_path):
     cfg = GPTConfig.preset("llama-baby", vocab_size=65)
     with pytest.raises(hub.HubError, match="norm_type"):
         hub.export(GPT(cfg, rng=np.random.default_rng(0)), tmp_path, family="gpt2")
+
+
+def test_original_release_layout_without_prefix_and_with_mask_buffers(tmp_path):
+    """openai-community/gpt2's file names tensors without ``transformer.`` and carries each
+    layer's causal mask as ``h.N.attn.bias``: the prefix is optional, the buffers hold no
+    weights and are skipped."""
+    from safetensors.numpy import load_file, save_file
+
+    ref_model = save_random("gpt2", tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    renamed = {k.removeprefix("transformer."): v for k, v in tensors.items()}
+    for i in range(2):
+        renamed[f"h.{i}.attn.bias"] = np.tril(np.ones((1, 1, 32, 32), dtype=np.float32))
+    save_file(renamed, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    ids = token_ids(61)
+    assert rel_err(hub.load_model(tmp_path)(ids).data, hf_logits(ref_model, ids)) < TOL
