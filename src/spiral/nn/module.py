@@ -312,6 +312,7 @@ def param_groups(model: Module, weight_decay: float,
 
     By default a parameter is exempt when it has fewer than 2 dimensions (biases, norm
     gains) or belongs to an Embedding (a lookup table is not a linear map of activations).
+    Frozen parameters (``requires_grad=False``) are left out of every group.
     """
     from spiral.nn.layers import Embedding
 
@@ -325,6 +326,8 @@ def param_groups(model: Module, weight_decay: float,
     decay: list[Parameter] = []
     keep: list[Parameter] = []
     for name, p in model.named_parameters():
+        if not p.requires_grad:  # frozen: no optimizer slot, no state (stage 15)
+            continue
         (keep if exempt(name, p) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": keep, "weight_decay": 0.0}]
