@@ -63,7 +63,8 @@ def resolve(source: str | Path, *, revision: str | None = None) -> Path:
             f"could not download {name} from the Hugging Face hub ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}). If you are offline, fetch it "
             f"on a connected machine (`hf download {name}`) and pass the folder's path, or "
-            "set HF_HUB_OFFLINE=1 to use Hugging Face's cache.") from err
+            "set HF_HUB_OFFLINE=1 to use Hugging Face's cache. (No local folder "
+            f"{name!r} exists either.)") from err
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:
