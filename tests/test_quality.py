@@ -106,6 +106,8 @@ OPTIONAL_IMPORTS = {
     "markdown": "src/spiral/coverage.py",         # heading slugs (docs extra)
     "mkdocs": "src/spiral/book.py",
     "huggingface_hub": "src/spiral/hub/api.py",   # downloads by hub id (hub extra)
+    "transformers": "src/spiral/experiments/hub/parity.py",  # the reference (hub extra)
+    "tokenizers": "src/spiral/experiments/hub/parity.py",
     "torch": ("src/spiral/distributed/runtime.py",        # the transport (distributed extra)
               "src/spiral/profiling/memory_witness.py",   # stage 11's torch witness
               "src/spiral/experiments/memory/torch_compare.py"),

