@@ -30,9 +30,19 @@ from spiral.finetune.lora import (
     trainable_parameters,
     unmerge_lora,
 )
+from spiral.finetune.nf4 import (
+    NF4,
+    NF4Linear,
+    NF4LoRALinear,
+    NF4Tensor,
+    dequantize_nf4,
+    inject_qlora,
+    quantize_nf4,
+)
 
 __all__ = [
-    "AdapterMismatchError", "LoRALinear", "discriminative_param_groups", "freeze",
+    "NF4", "AdapterMismatchError", "LoRALinear", "NF4LoRALinear", "NF4Linear", "NF4Tensor",
+    "dequantize_nf4", "inject_qlora", "quantize_nf4", "discriminative_param_groups", "freeze",
     "frozen_parameters", "inject_lora", "layerwise_lr", "load_adapter", "lora_modules",
     "merge_lora", "save_adapter", "trainable_parameters", "unfreeze", "unmerge_lora",
 ]
