@@ -13,9 +13,17 @@ Reading never unpickles and never runs code from the checkpoint (:mod:`.safetens
 Chapter: stage 8, "Running real pretrained weights on your engine"; stage 14 (Llama).
 """
 
-from spiral.hub.api import export, is_hub_folder, load, load_model, load_tokenizer, resolve
+from spiral.hub.api import (
+    export,
+    is_hub_folder,
+    is_hub_source,
+    load,
+    load_model,
+    load_tokenizer,
+    resolve,
+    sample,
+)
 from spiral.hub.errors import HubError
-from spiral.hub.sample import is_hub_source, sample
 from spiral.hub.tokenizer import HFTokenizer, load_hf_tokenizer
 
 __all__ = ["load", "load_model", "load_tokenizer", "load_hf_tokenizer", "export", "resolve",

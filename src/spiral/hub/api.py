@@ -8,12 +8,15 @@ remote code) into Hugging Face's own cache. Offline, a missing network is one cl
 :class:`HubError`, as a missing corpus is a :class:`spiral.data.DataError`.
 :func:`export` writes our GPT as a ``gpt2`` or ``llama`` folder that
 ``transformers.AutoModelForCausalLM.from_pretrained`` loads with the same logits.
+:func:`is_hub_source` tells a Hugging Face model from a ``spiral train`` run directory, and
+:func:`sample` continues a prompt with stage 6's sampler (``spiral sample`` with a hub id).
 Chapter: stage 8 (running real pretrained weights); stage 14 for the Llama family.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +29,8 @@ from spiral.hub.tokenizer import HFTokenizer, load_hf_tokenizer
 from spiral.hub.weights import export_tensors, load_weights
 from spiral.models.gpt import GPT
 
-__all__ = ["resolve", "is_hub_folder", "read_config", "load_model", "load_tokenizer", "load",
-           "export", "FILES"]
+__all__ = ["resolve", "is_hub_folder", "is_hub_source", "read_config", "load_model",
+           "load_tokenizer", "load", "export", "sample", "FILES"]
 
 FILES = ["config.json", SINGLE, INDEX, "model-*.safetensors", "tokenizer.json",
          "generation_config.json"]
@@ -162,3 +165,37 @@ def export(model: GPT, folder: str | Path, family: str = "gpt2", *,
     if tokenizer_json is not None:
         (out / "tokenizer.json").write_bytes(Path(tokenizer_json).read_bytes())
     return out
+
+
+# ------------------------------------------------ spiral sample with a hub id or folder
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def is_hub_source(source: str | Path) -> bool:
+    """A Hugging Face model folder, or an ``org/name`` string that is not a local path."""
+    p = Path(source)
+    if p.exists():
+        return p.is_dir() and is_hub_folder(p)
+    return HUB_ID.fullmatch(str(source)) is not None
+
+
+def sample(source: str | Path, prompt: str = "", *, max_new_tokens: int = 50, seed: int = 0,
+           temperature: float = 1.0, top_k: int | None = None,
+           top_p: float | None = None) -> str:
+    """The prompt and its continuation by the model at ``source`` (special tokens in the
+    prompt act as control tokens, as in transformers)."""
+    from spiral.generate import check_sampling_options, generate
+
+    check_sampling_options(temperature, top_k, top_p)
+    model, tok = load(source)
+    if tok is None:
+        raise HubError(f"{source} has no tokenizer.json, so it cannot turn text into ids")
+    start = tok.encode(prompt, allowed_special="all")
+    if not start:
+        if not tok.special_tokens:
+            raise HubError(f"{source}: an empty prompt needs a special start token, and this "
+                           "tokenizer has none; pass --prompt TEXT")
+        start = [next(iter(tok.special_tokens.values()))]
+    out = generate(model, start, max_new_tokens, np.random.default_rng(seed),
+                   temperature=temperature, top_k=top_k, top_p=top_p)
+    return prompt + tok.decode(out)
