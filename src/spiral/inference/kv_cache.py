@@ -62,6 +62,16 @@ class KVCache:
         return self.length
 
     @property
+    def batch_size(self) -> int:
+        return self.keys[0].shape[0]
+
+    def reserve(self, n: int) -> None:
+        """Check that n more positions fit (a paged cache allocates blocks here)."""
+        if self.length + n > self.capacity:
+            raise ValueError(f"the cache holds {self.capacity} positions; {self.length} are "
+                             f"used and {n} more do not fit")
+
+    @property
     def nbytes(self) -> int:
         """Bytes allocated for keys and values (all layers, the full capacity)."""
         return sum(k.nbytes + v.nbytes for k, v in zip(self.keys, self.values))
@@ -76,9 +86,7 @@ class KVCache:
         """Write k, v (B, Hkv, T, hd) after the cached positions; return all keys and values
         so far (views). The fill length advances once per forward, in :meth:`advance`."""
         t, n = self.length, k.shape[-2]
-        if t + n > self.capacity:
-            raise ValueError(f"the cache holds {self.capacity} positions; {t} are used and "
-                             f"{n} more do not fit")
+        self.reserve(n)
         self.keys[layer][:, :, t:t + n] = k
         self.values[layer][:, :, t:t + n] = v
         return self.keys[layer][:, :, :t + n], self.values[layer][:, :, :t + n]
@@ -90,13 +98,15 @@ class KVCache:
         self.length = 0
 
 
-def attend_cached(attn: MultiHeadAttention, x: Tensor, cache: KVCache, layer: int) -> Tensor:
+def attend_cached(attn: MultiHeadAttention, x: Tensor, cache: Any, layer: int) -> Tensor:
     """One attention sub-layer on the new positions x (B, T, C) against cache + new keys."""
     B, T, _ = x.shape
     q, k, v = attn.split_heads(x)  # q (B, H, T, hd), k and v (B, Hkv, T, hd)
     if attn.rotary is not None:  # rotate by absolute positions t .. t + T − 1
         q, k = attn.rotary(q, k, offset=cache.length)
-    keys, values = cache.append(layer, k.data, v.data)
+    # contiguous copies: BLAS then sees the same memory layout whatever the cache's storage
+    # (a strided slice of a preallocated buffer, or gathered blocks), so results match bitwise
+    keys, values = map(np.ascontiguousarray, cache.append(layer, k.data, v.data))
     n_key = keys.shape[-2]
     qg, mask = attn._grouped(q, attn.bias(T, n_key, q.data.dtype))
     y = F.scaled_dot_product_attention(qg, Tensor(attn._kv(keys)), Tensor(attn._kv(values)),
@@ -116,18 +126,21 @@ def _embed(model: Any, ids: np.ndarray, offset: int) -> Tensor:
     return x
 
 
-def forward_cached(model: Any, ids: np.ndarray, cache: KVCache) -> np.ndarray:
+def forward_cached(model: Any, ids: np.ndarray, cache: Any) -> np.ndarray:
     """Logits (B, T, V) of the new ids (B, T) at positions len(cache) .. + T − 1; fills the
     cache. The first call is the prefill (the prompt), later calls usually decode T = 1.
 
+    ``cache`` is a :class:`KVCache` or anything with its ``length``, ``batch_size``,
+    ``reserve(n)``, ``append(layer, k, v)`` and ``advance(n)`` (a paged sequence, say).
     Runs in eval mode semantics (no dropout, no gradients); the model is left as it was.
     """
     ids = np.asarray(ids, dtype=np.int64)
-    if ids.ndim != 2 or ids.shape[0] != cache.keys[0].shape[0]:
-        raise ValueError(f"ids must be (batch={cache.keys[0].shape[0]}, T), got {ids.shape}")
+    if ids.ndim != 2 or ids.shape[0] != cache.batch_size:
+        raise ValueError(f"ids must be (batch={cache.batch_size}, T), got {ids.shape}")
     end = cache.length + ids.shape[1]
     if end > model.context_length:
         raise ValueError(f"position {end - 1} is beyond context_length {model.context_length}")
+    cache.reserve(ids.shape[1])
     was_training = model.training
     model.eval()
     try:
