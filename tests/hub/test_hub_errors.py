@@ -55,6 +55,7 @@ def test_missing_shard(tmp_path):
     ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx = True"),
     ({"activation_function": "relu"}, "activation_function = 'relu'"),
     ({"mystery_switch": 3}, "field 'mystery_switch'"),
+    ({"auto_map": {"AutoModelForCausalLM": "modeling_x.X"}}, "field 'auto_map'"),  # remote code
     ({"n_embd": 48}, "shape"),
 ])
 def test_unsupported_or_inconsistent_config(folder, edit, match):
