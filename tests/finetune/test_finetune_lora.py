@@ -127,3 +127,30 @@ def test_target_patterns_follow_peft_rules_and_bad_input_is_clear() -> None:
         LoRALinear(Linear(3, 3), r=0)
     with pytest.raises(TypeError, match="wraps a spiral Linear"):
         LoRALinear(model, r=2)  # type: ignore[arg-type]
+
+
+def test_second_injection_never_wraps_adapters_and_lora_training_lowers_the_loss() -> None:
+    from spiral.nn import functional as F
+    from spiral.nn.module import param_groups
+    from spiral.optim import AdamW
+
+    model = tiny_gpt()
+    inject_lora(model, r=4, lora_alpha=8, target_modules=["qkv_proj"],
+                rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="no Linear module matches"):
+        inject_lora(model, target_modules=r".*lora_[AB]|.*base_layer")
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 11, (8, 9))
+    opt = AdamW(param_groups(model, 0.0), lr=1e-2)
+    assert sum(len(g["params"]) for g in opt.param_groups) == 2 * 2  # A and B, two layers
+
+    def loss() -> Tensor:
+        logits = model(ids[:, :-1])
+        return F.cross_entropy(logits.reshape(-1, 11), ids[:, 1:].reshape(-1))
+
+    first = float(loss().data)
+    for _ in range(30):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    assert float(loss().data) < first - 0.05

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -114,3 +116,22 @@ def test_inject_qlora_in_a_gpt_trains_only_adapters() -> None:
     trainable, _ = trainable_parameters(model)
     assert trainable == sum(2 * (m.in_features + m.out_features) for _, m in lora_modules(model))
     assert all((p.grad is not None) == p.requires_grad for p in model.parameters())
+
+
+def test_adapter_from_lora_loads_onto_a_qlora_base(tmp_path: Path) -> None:
+    from spiral.finetune import inject_lora, load_adapter, save_adapter
+
+    cfg = GPTConfig(vocab_size=11, context_length=8, n_layers=1, n_heads=2, d_model=64)
+    lora = GPT(cfg, rng=np.random.default_rng(0))
+    inject_lora(lora, r=2, rng=np.random.default_rng(1))
+    for _, m in lora_modules(lora):
+        m.lora_B.weight.data[...] = 0.1
+    path = save_adapter(lora, tmp_path / "a.safetensors")
+    qlora = GPT(cfg, rng=np.random.default_rng(0))
+    inject_qlora(qlora, r=2, rng=np.random.default_rng(5))
+    load_adapter(qlora, path)
+    for (_, a), (_, b) in zip(lora_modules(lora), lora_modules(qlora)):
+        np.testing.assert_array_equal(a.lora_A.weight.data, b.lora_A.weight.data)
+    ids = np.random.default_rng(2).integers(0, 11, (1, 8))
+    gap = np.abs(lora(ids).data - qlora(ids).data).max()
+    assert 0 < gap < 0.1 * np.abs(lora(ids).data).max()  # the same model up to 4-bit rounding

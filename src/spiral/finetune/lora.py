@@ -148,8 +148,9 @@ def inject_lora(model: Module, r: int = 8, lora_alpha: float = 8.0,
     With ``freeze_base`` (the default, as peft) every other parameter of the model is frozen
     too, so only the adapters train. Raises if no module matches.
     """
-    names = [n for n, m in model.named_modules()
-             if isinstance(m, Linear) and n and matches(n, target_modules)]
+    inside = {id(c) for m in model.modules() if isinstance(m, LoRALinear) for c in m.modules()}
+    names = [n for n, m in model.named_modules()  # never adapt an adapter or a wrapped base
+             if isinstance(m, Linear) and n and id(m) not in inside and matches(n, target_modules)]
     if not names:
         raise ValueError(f"inject_lora: no Linear module matches target_modules={target_modules!r}")
     if freeze_base:
