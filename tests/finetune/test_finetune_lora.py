@@ -154,3 +154,16 @@ def test_second_injection_never_wraps_adapters_and_lora_training_lowers_the_loss
         loss().backward()
         opt.step()
     assert float(loss().data) < first - 0.05
+
+
+def test_lora_dropout_acts_on_the_adapter_path_only_in_training() -> None:
+    rng = np.random.default_rng(0)
+    lora = LoRALinear(Linear(8, 6, rng=rng), r=2, lora_dropout=0.5, rng=rng)
+    lora.lora_B.weight.data[...] = 1.0
+    x = Tensor(np.ones((4, 8), dtype=np.float32))
+    assert not np.allclose(lora(x).data, lora(x).data)  # a new mask each call
+    lora.eval()
+    np.testing.assert_array_equal(lora(x).data, lora(x).data)
+    h = x.data @ lora.lora_A.weight.data.T
+    want = lora.base_layer(x).data + lora.scaling * h @ lora.lora_B.weight.data.T
+    np.testing.assert_allclose(lora(x).data, want, rtol=1e-6)

@@ -135,3 +135,12 @@ def test_adapter_from_lora_loads_onto_a_qlora_base(tmp_path: Path) -> None:
     ids = np.random.default_rng(2).integers(0, 11, (1, 8))
     gap = np.abs(lora(ids).data - qlora(ids).data).max()
     assert 0 < gap < 0.1 * np.abs(lora(ids).data).max()  # the same model up to 4-bit rounding
+
+
+def test_first_code_goes_in_the_high_nibble() -> None:
+    w = np.zeros(64, dtype=np.float32)
+    w[0], w[1] = -1.0, 1.0  # codes 0 and 15; everything else the zero code 7
+    q = quantize_nf4(w)
+    assert q.packed[0] == 0x0F and q.packed[1] == 0x77
+    np.testing.assert_array_equal(unpack(q.packed)[:4], [0, 15, 7, 7])
+    np.testing.assert_allclose(dequantize_nf4(q)[:3], [-1.0, 1.0, 0.0], atol=1e-6)
