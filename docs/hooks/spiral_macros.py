@@ -11,6 +11,13 @@ from spiral.book import Book, MacroError
 _book: Book | None = None
 
 
+def _page_title(page: Path) -> str:
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return page.stem.replace("-", " ")
+
+
 def chapter_nav(docs_dir: Path) -> list[dict[str, Any]]:
     """One nav section per spiral with the chapters present under docs/stages."""
     from spiral.stages import SPIRALS, STAGES
@@ -24,6 +31,11 @@ def chapter_nav(docs_dir: Path) -> list[dict[str, Any]]:
             folder = docs_dir / "stages" / s.chapter_dir
             if (folder / "index.md").is_file():
                 pages.append({f"{s.number}. {s.title}": f"stages/{s.chapter_dir}/index.md"})
+                # a chapter's further pages (e.g. running real weights) follow it in the nav
+                for extra in sorted(folder.glob("*.md")):
+                    if extra.name != "index.md":
+                        pages.append({f"{s.number}. {_page_title(extra)}":
+                                      f"stages/{s.chapter_dir}/{extra.name}"})
         if pages:
             sections.append({f"Spiral {number}: {title}": pages})
     return sections

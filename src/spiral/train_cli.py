@@ -126,6 +126,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from spiral.runs import load_run
 
     check_sampling_options(args.temperature, args.top_k, args.top_p)
+    from spiral.hub import is_hub_source
+
+    if is_hub_source(args.run_dir):  # a Hugging Face folder or hub id (the hub extra)
+        from spiral.hub import sample as hub_sample
+
+        text = hub_sample(args.run_dir, args.prompt or "", max_new_tokens=args.max_new_tokens,
+                          seed=args.seed, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p)
+        print(text.rstrip("\n"))
+        return 0
     model, tok, config = load_run(args.run_dir)
     names = config["data"] == "names"
     prompt = args.prompt if args.prompt is not None else "\n"
@@ -203,7 +213,8 @@ def add_subparser(subparsers: Any) -> None:
     s = subparsers.add_parser("sample", help="sample text from a trained run directory",
                               description="Sample names or a passage from a run directory "
                               "written by `spiral train` (MLP or GPT).")
-    s.add_argument("run_dir", help="a directory written by `spiral train`")
+    s.add_argument("run_dir", help="a directory written by `spiral train`, a Hugging Face "
+                   "model folder, or a hub id such as openai-community/gpt2 (hub extra)")
     s.add_argument("--prompt", default=None, help="text to continue (names: a name prefix)")
     s.add_argument("--n", type=ca.positive_int, default=10, help="how many names (names corpus)")
     s.add_argument("--max-new-tokens", type=ca.positive_int, default=500)
