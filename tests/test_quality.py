@@ -111,6 +111,8 @@ OPTIONAL_IMPORTS = {
     "torch": ("src/spiral/distributed/runtime.py",        # the transport (distributed extra)
               "src/spiral/profiling/memory_witness.py",   # stage 11's torch witness
               "src/spiral/experiments/memory/torch_compare.py"),
+    # the benchmarks' PyTorch twin of our GPT, read from the checkout (stage 11's comparison)
+    "benchmarks": "src/spiral/experiments/memory/torch_compare.py",
 }
 
 
