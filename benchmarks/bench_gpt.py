@@ -177,8 +177,8 @@ def paired(seeds: list[int]) -> None:
     from benchmarks.torch_gpt import copy_to_spiral, train_torch
     from spiral.evaluate import evaluate
     from spiral.experiments.framework import mean_sd
-    from spiral.recipes.gpt import BETAS, RECIPES
     from spiral.optim import AdamW
+    from spiral.recipes.gpt import BETAS, RECIPES
     from spiral.train import TrainConfig, train
 
     tune_malloc()
