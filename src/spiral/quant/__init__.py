@@ -1,0 +1,18 @@
+"""Stage 18: quantization — uniform RTN, quantized linear layers, GPTQ.
+
+Chapter: stage 18 (Quantization). NumPy only.
+"""
+
+from spiral.quant.uniform import (
+    QTensor,
+    calibrate,
+    dequantize,
+    pack_int4,
+    qrange,
+    quantize,
+    scale_zero_point,
+    unpack_int4,
+)
+
+__all__ = ["QTensor", "calibrate", "dequantize", "pack_int4", "qrange", "quantize",
+           "scale_zero_point", "unpack_int4"]
