@@ -19,6 +19,7 @@ from spiral import stages as stages_mod
 EXTENSIONS = (
     "spiral.tokenizers.cli:add_subparser",
     "spiral.train_cli:add_subparser",
+    "spiral.align.cli:add_parser",
 )
 
 
