@@ -51,10 +51,10 @@ def _hf_model(kind: str, cfg: dict[str, Any], c: Config, seed: int) -> Any:
 
     transformers.set_seed(seed)  # seeds torch (and NumPy) for the random initialization
     if kind == "gpt2":
-        conf = transformers.GPT2Config(vocab_size=97, n_positions=c.seq_len, n_embd=c.d_model,
-                                       n_layer=c.n_layers, n_head=4, initializer_range=0.2,
-                                       bos_token_id=0, eos_token_id=0, **cfg)
-        return transformers.GPT2LMHeadModel(conf).eval()
+        gconf = transformers.GPT2Config(vocab_size=97, n_positions=c.seq_len, n_embd=c.d_model,
+                                        n_layer=c.n_layers, n_head=4, initializer_range=0.2,
+                                        bos_token_id=0, eos_token_id=0, **cfg)
+        return transformers.GPT2LMHeadModel(gconf).eval()
     conf = transformers.LlamaConfig(vocab_size=97, hidden_size=c.d_model, num_attention_heads=4,
                                     intermediate_size=2 * c.d_model, num_hidden_layers=c.n_layers,
                                     max_position_embeddings=c.seq_len, initializer_range=0.2,
