@@ -94,6 +94,12 @@ class KVCache:
     def advance(self, n: int) -> None:
         self.length += n
 
+    def truncate(self, n: int) -> None:
+        """Forget every position from n on (a rejected speculative draft, say)."""
+        if not 0 <= n <= self.length:
+            raise ValueError(f"cannot truncate a cache of {self.length} positions to {n}")
+        self.length = n
+
     def reset(self) -> None:
         self.length = 0
 
