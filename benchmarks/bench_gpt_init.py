@@ -105,7 +105,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                     "rows": [[s] + [f"{cell[(i, s)]:.4f}" if (i, s) in cell else "—"
                                     for i in ("ours", "torch")]
                              + [f"{cell[('torch', s)] - cell[('ours', s)]:+.1e}" if s in both
-                                else "—"] for s in seeds]}
+                                else "—"] for s in (both or seeds)]}
     return out
 
 
