@@ -65,7 +65,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(15, "Fine-tuning", 5, "finetuning", 60, ("spiral.finetune",)),
     Stage(16, "Alignment", 5, "alignment", 70, ("spiral.align",)),
     Stage(17, "Inference optimization", 5, "inference", 65, ("spiral.inference",)),
-    Stage(18, "Quantization", 5, "quantization", 65, ("spiral.quantization",)),
+    Stage(18, "Quantization", 5, "quantization", 65, ("spiral.quant",)),
 )
 
 
