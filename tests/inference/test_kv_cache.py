@@ -150,3 +150,17 @@ def test_bad_input_errors() -> None:
         KVCache(1, 1, 1, 2, capacity=2).append(0, np.zeros((1, 1, 3, 2)), np.zeros((1, 1, 3, 2)))
     with pytest.raises(ValueError, match="positive"):
         KVCache(0, 1, 1, 2, capacity=2)
+    with pytest.raises(ValueError, match="cannot truncate"):
+        cache.truncate(5)
+
+
+def test_truncate_then_decode_matches_uncached() -> None:
+    """Rolling back (a rejected speculative draft) and writing other tokens is exact."""
+    m = tiny("rope", 2)
+    ids = np.random.default_rng(4).integers(0, 13, (1, 10))
+    cache = KVCache.for_model(m)
+    forward_cached(m, ids[:, :6], cache)
+    forward_cached(m, (ids[:, 6:9] + 1) % 13, cache)  # three tokens that get rejected
+    cache.truncate(6)
+    got = forward_cached(m, ids[:, 6:10], cache)
+    np.testing.assert_allclose(got, full_logits(m, ids)[:, 6:], rtol=0, atol=1e-10)

@@ -96,5 +96,9 @@ def test_bad_input_errors() -> None:
     pool.sequence(0)
     with pytest.raises(ValueError, match="already exists"):
         pool.fork(0, 0)
+    with pytest.raises(ValueError, match="no sequence 5 to fork"):
+        pool.fork(5, 6)
+    with pytest.raises(ValueError, match="no sequence 5 to free"):
+        pool.free_sequence(5)
     with pytest.raises(ValueError, match="batch size 1"):
         pool.sequence(0).append(0, np.zeros((2, 1, 1, 2)), np.zeros((2, 1, 1, 2)))

@@ -124,6 +124,8 @@ class PagedKVCache:
 
     def fork(self, parent: int, child: int) -> PagedSequence:
         """A new sequence sharing every block of ``parent`` (the prefix is stored once)."""
+        if parent not in self.tables:
+            raise ValueError(f"no sequence {parent} to fork")
         if child in self.tables:
             raise ValueError(f"sequence {child} already exists")
         self.tables[child] = list(self.tables[parent])
@@ -134,6 +136,8 @@ class PagedKVCache:
 
     def free_sequence(self, seq_id: int) -> None:
         """Drop a finished (or preempted) sequence; unshared blocks return to the free list."""
+        if seq_id not in self.tables:
+            raise ValueError(f"no sequence {seq_id} to free")
         for b in self.tables.pop(seq_id):
             self._release(b)
         del self.lengths[seq_id]

@@ -113,8 +113,9 @@ def speculative_generate(target: Any, draft: Any, prompt: Sequence[int], max_new
             break
         else:
             new.append(int(rng.choice(p.shape[1], p=p[kr])))  # the bonus token
-        out.rounds, out.drafted = out.rounds + 1, out.drafted + kr
-        out.accepted += len(new) - 1 if len(new) <= kr else kr
+        n_accepted = len(new) - 1  # every token but the residual or bonus one
+        out.rounds, out.drafted, out.accepted = (out.rounds + 1, out.drafted + kr,
+                                                 out.accepted + n_accepted)
         if stop_token is not None and stop_token in new:
             new = new[:new.index(stop_token) + 1]
             ids += new
