@@ -1,0 +1,103 @@
+"""GPTQ: quantize a weight column by column, correcting the rest (Frantar et al. 2022).
+
+Each row w of W (out, in) is quantized to minimise ‖wX − ŵX‖² over calibration inputs
+X (in, n); the objective's Hessian is H = 2XXᵀ, the same for every row. Optimal Brain
+Surgeon (Hassibi & Stork 1993; Frantar & Alistarh 2022) quantizes one weight q of the
+remaining set F and moves the others to compensate:
+
+    δ_F = −(w_q − quant(w_q)) / [H_F⁻¹]_qq · (H_F⁻¹)_{q,:},
+    H_{F∖q}⁻¹ = H_F⁻¹ − (H_F⁻¹)_{:,q} (H_F⁻¹)_{q,:} / [H_F⁻¹]_qq.
+
+GPTQ takes the columns in a fixed order for all rows at once, so the sequence of inverses
+is fixed: row q of the upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU) is (H_F⁻¹)_{q,F} / √[H_F⁻¹]_qq,
+which gives every update without ever forming H_F⁻¹. Updates are applied lazily: within a
+block of ``blocksize`` columns immediately, to the columns after the block in one matmul.
+Dampening adds λ = percdamp · mean(diag H) to the diagonal; act-order processes columns by
+decreasing diag(H). Quantization grids (scale, zero point) are fixed up front from W
+("static groups"), so act-order never needs a column permutation at inference time.
+Chapter: stage 18.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spiral.quant.uniform import QTensor, qrange, scale_zero_point, to_rows
+
+
+def hessian(x: np.ndarray) -> np.ndarray:
+    """H = 2/n · XᵀX (in, in) from inputs x (..., in); the 1/n leaves the solution unchanged."""
+    xr = np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1])
+    if xr.shape[0] == 0:
+        raise ValueError("hessian needs at least one calibration input")
+    return 2.0 / xr.shape[0] * (xr.T @ xr)
+
+
+def grid(weight: np.ndarray, bits: int, symmetric: bool, granularity: str,
+         group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Min–max (scale, zero point) per row layout, broadcast to one pair per weight (out, in)."""
+    rows = to_rows(weight, granularity, group_size)
+    s, z = scale_zero_point(rows.min(1, keepdims=True), rows.max(1, keepdims=True), bits,
+                            symmetric)
+    shape = rows.shape
+    return (np.broadcast_to(s, shape).reshape(weight.shape),
+            np.broadcast_to(z, shape).reshape(weight.shape))
+
+
+def quantize_column(w: np.ndarray, s: np.ndarray, z: np.ndarray, bits: int,
+                    symmetric: bool) -> np.ndarray:
+    """Round-to-nearest value (not code) of each entry of w on its grid (s, z)."""
+    qmin, qmax = qrange(bits, symmetric)
+    return (np.clip(np.round(w / s) + z, qmin, qmax) - z) * s
+
+
+def damped(h: np.ndarray, percdamp: float = 0.01) -> np.ndarray:
+    """H + λI with λ = percdamp · mean(diag H); dead inputs (diag 0) get H_ii = 1 first."""
+    if percdamp < 0:
+        raise ValueError(f"percdamp must be non-negative, got {percdamp}")
+    h = np.array(h, dtype=np.float64)
+    d = np.diag(h).copy()
+    d[d == 0] = 1.0
+    return h - np.diag(np.diag(h)) + np.diag(d + percdamp * d.mean())
+
+
+def gptq_quantize(weight: np.ndarray, h: np.ndarray, bits: int = 4, *, symmetric: bool = True,
+                  granularity: str = "channel", group_size: int = 128, blocksize: int = 128,
+                  percdamp: float = 0.01, act_order: bool = False) -> QTensor:
+    """GPTQ-quantize ``weight`` (out, in) given the Hessian ``h`` (in, in) of its inputs."""
+    w = np.array(weight, dtype=np.float64)
+    n = w.shape[-1]
+    if w.ndim != 2 or h.shape != (n, n):
+        raise ValueError(f"weight (out, in) and hessian (in, in) disagree: {w.shape}, {h.shape}")
+    if blocksize < 1:
+        raise ValueError(f"blocksize must be positive, got {blocksize}")
+    w[:, np.diag(h) == 0] = 0.0  # an input that is always zero: its weight does not matter
+    s, z = grid(w, bits, symmetric, granularity, group_size)
+    hd = damped(h, percdamp)
+    perm = np.argsort(-np.diag(hd), kind="stable") if act_order else np.arange(n)
+    w, hd, s_p, z_p = w[:, perm], hd[np.ix_(perm, perm)], s[:, perm], z[:, perm]
+    try:
+        u = np.linalg.cholesky(np.linalg.inv(hd)).T  # H⁻¹ = UᵀU, U upper triangular
+    except np.linalg.LinAlgError as e:
+        raise ValueError("hessian is not positive definite; raise percdamp") from e
+    q = np.zeros_like(w)
+    for i1 in range(0, n, blocksize):
+        i2 = min(i1 + blocksize, n)
+        w1, u1 = w[:, i1:i2].copy(), u[i1:i2, i1:i2]
+        err1 = np.zeros_like(w1)
+        for i in range(i2 - i1):
+            col = w1[:, i]
+            qc = quantize_column(col, s_p[:, i1 + i], z_p[:, i1 + i], bits, symmetric)
+            q[:, i1 + i] = qc
+            err = (col - qc) / u1[i, i]
+            w1[:, i:] -= np.outer(err, u1[i, i:])
+            err1[:, i] = err
+        w[:, i2:] -= err1 @ u[i1:i2, i2:]  # the lazy batched update of later columns
+    inv = np.argsort(perm)
+    q = q[:, inv]
+    codes = np.round(q / s) + z
+    dtype = np.int8 if symmetric else np.uint8
+    rows = to_rows(codes, granularity, group_size).astype(dtype)
+    scale = to_rows(s, granularity, group_size)[:, :1].astype(weight.dtype)
+    zp = to_rows(z, granularity, group_size)[:, :1].astype(np.int32)
+    return QTensor(rows, scale, zp, bits, symmetric, granularity, tuple(weight.shape))
