@@ -40,6 +40,7 @@ class QuantLinear(Module):
     qweight: np.ndarray  # codes (int8/uint8), or uint8 bytes holding two INT4 codes each
     scale: np.ndarray  # (rows, 1)
     zero_point: np.ndarray  # (rows, 1) int32
+    qbias: np.ndarray | None  # (out,)
 
     def __init__(self, qweight: QTensor, bias: np.ndarray | None, act_bits: int | None,
                  dtype: Any = np.float32) -> None:
@@ -62,7 +63,7 @@ class QuantLinear(Module):
         self.register_buffer("qweight", stored)
         self.register_buffer("scale", qweight.scale.astype(dtype))
         self.register_buffer("zero_point", qweight.zero_point)
-        self.qbias = None if bias is None else np.asarray(bias, dtype=dtype)
+        self.register_buffer("qbias", None if bias is None else np.asarray(bias, dtype=dtype))
 
     @classmethod
     def from_linear(cls, layer: Linear, bits: int = 8, *, act_bits: int | None = None,
@@ -80,6 +81,12 @@ class QuantLinear(Module):
             return np.asarray(self.qweight)
         n = int(np.prod(self._rows_shape))
         return unpack_int4(self.qweight, n, self.symmetric).reshape(self._rows_shape)
+
+    def config(self) -> dict[str, Any]:
+        """What rebuilding the layer from its buffers needs (saved as file metadata)."""
+        return {"bits": self.bits, "act_bits": self.act_bits, "symmetric": self.symmetric,
+                "granularity": self.granularity, "rows_shape": list(self._rows_shape),
+                "shape": [self.out_features, self.in_features]}
 
     def qtensor(self) -> QTensor:
         return QTensor(self.codes(), self.scale, self.zero_point, self.bits, self.symmetric,
