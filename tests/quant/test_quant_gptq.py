@@ -5,8 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from spiral.models.gpt import GPT, GPTConfig
+from spiral.nn.layers import Linear
 from spiral.quant import dequantize, quantize
-from spiral.quant.gptq import damped, gptq_quantize, grid, hessian, quantize_column
+from spiral.quant.gptq import (
+    _Recorder,
+    damped,
+    gptq_model,
+    gptq_quantize,
+    grid,
+    hessian,
+    quantize_column,
+)
+from spiral.quant.linear import QuantLinear, _set_submodule
 
 pytestmark = pytest.mark.stage18
 
@@ -80,3 +91,28 @@ def test_gptq_codes_respect_the_grid_and_bad_input_is_refused() -> None:
         gptq_quantize(w, np.eye(5))
     with pytest.raises(ValueError, match="calibration"):
         hessian(np.zeros((0, 8)))
+
+
+def test_gptq_model_beats_rtn_on_each_layer_of_a_tiny_gpt() -> None:
+    """Every swapped layer's output error on the calibration inputs is no worse than RTN's."""
+
+    cfg = GPTConfig(vocab_size=29, context_length=16, n_layers=2, n_heads=2, d_model=32)
+    ids = np.random.default_rng(3).integers(0, 29, (8, 16))
+    float_model = GPT(cfg, rng=np.random.default_rng(0))
+    layers = {n: m for n, m in float_model.named_modules() if isinstance(m, Linear)}
+    m = GPT(cfg, rng=np.random.default_rng(0))
+    names = gptq_model(m, ids, 4, act_order=True, blocksize=8)
+    assert names == list(layers)
+    quantized = dict(m.named_modules())
+    # record float inputs per layer the same way gptq_model does, then compare layer errors
+    recs = {n: _Recorder(layer) for n, layer in layers.items()}
+    for n, r in recs.items():
+        _set_submodule(float_model, n, r)
+    float_model(ids)
+    for n, layer in layers.items():
+        assert isinstance(quantized[n], QuantLinear)
+        x = np.concatenate(recs[n].inputs)
+        w = layer.weight.data.astype(np.float64)
+        e_gptq = np.linalg.norm(x @ (w - quantized[n].weight.data).T)
+        e_rtn = np.linalg.norm(x @ (w - dequantize(quantize(w, 4, granularity="channel"))).T)
+        assert e_gptq <= e_rtn, n

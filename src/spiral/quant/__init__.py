@@ -1,9 +1,10 @@
-"""Stage 18: quantization — uniform RTN, quantized linear layers, GPTQ.
+"""Stage 18: quantization — uniform RTN, quantized linear layers, GPTQ, safetensors I/O.
 
 Chapter: stage 18 (Quantization). NumPy only.
 """
 
-from spiral.quant.gptq import gptq_quantize, hessian
+from spiral.quant.gptq import gptq_model, gptq_quantize, hessian
+from spiral.quant.io import QuantFileError, load_quantized, save_quantized
 from spiral.quant.linear import QuantLinear, quantize_model
 from spiral.quant.uniform import (
     QTensor,
@@ -16,6 +17,7 @@ from spiral.quant.uniform import (
     unpack_int4,
 )
 
-__all__ = ["QTensor", "QuantLinear", "calibrate", "dequantize", "gptq_quantize",
-           "hessian", "pack_int4", "qrange",
-           "quantize", "quantize_model", "scale_zero_point", "unpack_int4"]
+__all__ = ["QTensor", "QuantFileError", "QuantLinear", "calibrate", "dequantize", "gptq_model",
+           "gptq_quantize", "hessian", "load_quantized", "pack_int4", "qrange",
+           "quantize", "quantize_model", "save_quantized", "scale_zero_point",
+           "unpack_int4"]

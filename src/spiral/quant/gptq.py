@@ -15,13 +15,23 @@ block of ``blocksize`` columns immediately, to the columns after the block in on
 Dampening adds λ = percdamp · mean(diag H) to the diagonal; act-order processes columns by
 decreasing diag(H). Quantization grids (scale, zero point) are fixed up front from W
 ("static groups"), so act-order never needs a column permutation at inference time.
+``gptq_model`` records every chosen layer's inputs from one float forward pass over the
+calibration batch (not the paper's block-by-block pass through already-quantized blocks).
 Chapter: stage 18.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from fnmatch import fnmatch
+from typing import Any
+
 import numpy as np
 
+from spiral.autograd import Tensor
+from spiral.nn.layers import Linear
+from spiral.nn.module import Module
+from spiral.quant.linear import QuantLinear, _set_submodule
 from spiral.quant.uniform import QTensor, qrange, scale_zero_point, to_rows
 
 
@@ -101,3 +111,44 @@ def gptq_quantize(weight: np.ndarray, h: np.ndarray, bits: int = 4, *, symmetric
     scale = to_rows(s, granularity, group_size)[:, :1].astype(weight.dtype)
     zp = to_rows(z, granularity, group_size)[:, :1].astype(np.int32)
     return QTensor(rows, scale, zp, bits, symmetric, granularity, tuple(weight.shape))
+
+
+class _Recorder(Module):
+    """Stands in for a Linear during calibration: keeps its inputs, returns its outputs."""
+
+    def __init__(self, layer: Linear) -> None:
+        super().__init__()
+        self.layer = layer
+        self.inputs: list[np.ndarray] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.inputs.append(np.asarray(x.data).reshape(-1, self.layer.in_features))
+        out: Tensor = self.layer(x)
+        return out
+
+
+def gptq_model(model: Module, calibration: Any, bits: int = 4, *,
+               include: Sequence[str] = ("*",), exclude: Sequence[str] = ("lm_head",),
+               **kwargs: Any) -> list[str]:
+    """GPTQ every matching ``Linear`` of ``model`` (in place) from calibration token ids.
+
+    ``kwargs`` go to :func:`gptq_quantize`; returns the swapped names. The head is excluded
+    by default because a GPT reads it through ``head_weight``, bypassing its forward.
+    """
+    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, Linear) and n
+               and any(fnmatch(n, p) for p in include)
+               and not any(fnmatch(n, p) for p in exclude)]
+    recorders = {n: _Recorder(m) for n, m in targets}
+    for n, r in recorders.items():
+        _set_submodule(model, n, r)
+    try:
+        model(calibration)
+    finally:
+        for n, m in targets:
+            _set_submodule(model, n, m)
+    for n, m in targets:
+        x = np.concatenate(recorders[n].inputs)
+        q = gptq_quantize(m.weight.data, hessian(x), bits, **kwargs)
+        _set_submodule(model, n, QuantLinear(q, None if m.bias is None else m.bias.data, None,
+                                             dtype=m.weight.data.dtype))
+    return [n for n, _ in targets]
