@@ -8,7 +8,7 @@ import pytest
 from spiral.autograd import Tensor
 from spiral.models.gpt import GPT, GPTConfig
 from spiral.nn.layers import Linear
-from spiral.quant.linear import QuantLinear, quantize_model
+from spiral.quant.linear import QuantLinear, nbytes, quantize_model
 
 pytestmark = pytest.mark.stage18
 
@@ -99,3 +99,15 @@ def test_quantized_gpt_logits_stay_close_and_int8_is_far_closer_than_int4() -> N
     assert errs[8, 8] < 0.02 and errs[8, None] < 0.02
     assert errs[8, None] < errs[4, None] / 5
     assert errs[4, None] > 0  # the head and blocks really changed
+
+
+def test_nbytes_counts_packed_int4_at_half_a_byte_per_weight() -> None:
+    lin = _layer(np.random.default_rng(4), 48, 24)  # float64 layer: scales and bias float64
+    q = QuantLinear.from_linear(lin, 4, granularity="group", group_size=16)
+    groups = 24 * 48 // 16
+    assert nbytes(q) == 24 * 48 // 2 + groups * (8 + 4) + 24 * 8  # codes, scale+zp, bias
+    assert nbytes(lin) == (24 * 48 + 24) * 8
+    m = _tiny_gpt()
+    before = nbytes(m)
+    quantize_model(m, 4, granularity="group", group_size=16)
+    assert nbytes(m) < before

@@ -5,7 +5,7 @@ Chapter: stage 18 (Quantization). NumPy only.
 
 from spiral.quant.gptq import gptq_model, gptq_quantize, hessian
 from spiral.quant.io import QuantFileError, load_quantized, save_quantized
-from spiral.quant.linear import QuantLinear, quantize_model
+from spiral.quant.linear import QuantLinear, nbytes, quantize_model
 from spiral.quant.uniform import (
     QTensor,
     calibrate,
@@ -18,6 +18,6 @@ from spiral.quant.uniform import (
 )
 
 __all__ = ["QTensor", "QuantFileError", "QuantLinear", "calibrate", "dequantize", "gptq_model",
-           "gptq_quantize", "hessian", "load_quantized", "pack_int4", "qrange",
+           "gptq_quantize", "hessian", "load_quantized", "nbytes", "pack_int4", "qrange",
            "quantize", "quantize_model", "save_quantized", "scale_zero_point",
            "unpack_int4"]

@@ -159,3 +159,10 @@ def quantize_model(model: Module, bits: int = 8, *, act_bits: int | None = None,
         _set_submodule(model, name, q)
         swapped.append(name)
     return swapped
+
+
+
+def nbytes(model: Module) -> int:
+    """Bytes of every parameter and persistent buffer (``state_dict``), a tied array once."""
+    unique = {id(a): a for a in model.state_dict().values()}
+    return sum(int(a.nbytes) for a in unique.values())
