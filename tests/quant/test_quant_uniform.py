@@ -98,3 +98,20 @@ def test_clear_errors_on_bad_input() -> None:
         pack_int4(np.array([16]))
     with pytest.raises(ValueError, match="unpack"):
         unpack_int4(np.zeros(2, np.uint8), 5, True)
+
+
+@given(seed=st.integers(0, 2**31), bits=st.integers(2, 8), symmetric=st.booleans(),
+       calibration=st.sampled_from(["percentile", "mse"]))
+def test_clipped_calibration_half_step_inside_and_clamped_outside(seed: int, bits: int,
+                                                                  symmetric: bool,
+                                                                  calibration: str) -> None:
+    x = np.random.default_rng(seed).standard_t(3, (4, 200))  # heavy tails: real clipping
+    q = quantize(x, bits, symmetric=symmetric, granularity="channel", calibration=calibration,
+                 percentile=99.0)
+    qmin, qmax = qrange(bits, symmetric)
+    lo, hi = (qmin - q.zero_point) * q.scale, (qmax - q.zero_point) * q.scale  # (4, 1)
+    err = np.abs(dequantize(q) - x)
+    inside = (x >= lo) & (x <= hi)
+    assert np.all(err[inside] <= (np.broadcast_to(q.scale, x.shape)[inside] / 2) * (1 + 1e-9))
+    outside = np.clip(x, lo, hi)  # beyond the range a value lands on the nearest edge
+    np.testing.assert_allclose(dequantize(q)[~inside], outside[~inside], atol=1e-12)
