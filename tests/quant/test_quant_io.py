@@ -74,10 +74,14 @@ def test_missing_file_foreign_file_and_wrong_model_are_clear_errors(tmp_path: Pa
     _, path = _saved(tmp_path)
     big = GPT(GPTConfig(vocab_size=19, context_length=8, n_layers=2, n_heads=2, d_model=16,
                         tie_weights=False), rng=np.random.default_rng(0))
+    before = {n: type(x) for n, x in big.named_modules()}
     with pytest.raises(QuantFileError, match="does not fit"):
         load_quantized(big, path)
-    header = {"format": "spiral.quant", "version": 1, "layers": {"nope": {}}, "sha256": {}}
-    odd = tmp_path / "odd.safetensors"
-    save_file({}, str(odd), metadata={"spiral.quant": json.dumps(header)})
-    with pytest.raises(QuantFileError, match="malformed"):
-        load_quantized(_gpt(), odd)
+    assert {n: type(x) for n, x in big.named_modules()} == before  # left as it was
+    for layers, message in (({"nope": {}}, "does not exist"),
+                            ({"blocks.0.ffn.fc": {}}, "malformed")):
+        header = {"format": "spiral.quant", "version": 1, "layers": layers, "sha256": {}}
+        odd = tmp_path / "odd.safetensors"
+        save_file({}, str(odd), metadata={"spiral.quant": json.dumps(header)})
+        with pytest.raises(QuantFileError, match=message):
+            load_quantized(_gpt(), odd)

@@ -79,7 +79,10 @@ def load_quantized(model: Module, path: str | Path) -> list[str]:
     path = Path(path)
     arrays, header = _read(path)
     modules = dict(model.named_modules())
+    built: dict[str, QuantLinear] = {}
     for name, cfg in header["layers"].items():
+        if name not in modules:
+            raise QuantFileError(f"{path}: layer {name!r} does not exist in this model")
         try:
             rows_shape = tuple(cfg["rows_shape"])
             stored = arrays[f"{name}.qweight"]
@@ -88,16 +91,17 @@ def load_quantized(model: Module, path: str | Path) -> list[str]:
                      else stored).reshape(rows_shape)
             q = QTensor(codes, arrays[f"{name}.scale"], arrays[f"{name}.zero_point"],
                         cfg["bits"], cfg["symmetric"], cfg["granularity"], tuple(cfg["shape"]))
+            built[name] = QuantLinear(q, arrays.get(f"{name}.qbias"), cfg["act_bits"],
+                                      dtype=arrays[f"{name}.scale"].dtype)
         except (KeyError, ValueError, TypeError) as e:
             raise QuantFileError(f"{path}: quantized layer {name!r} is incomplete or "
                                  f"malformed: {e}") from e
-        if name not in modules:
-            raise QuantFileError(f"{path}: layer {name!r} does not exist in this model")
-        dtype = arrays[f"{name}.scale"].dtype
-        _set_submodule(model, name, QuantLinear(q, arrays.get(f"{name}.qbias"),
-                                                cfg["act_bits"], dtype=dtype))
+    for name, layer in built.items():
+        _set_submodule(model, name, layer)
     try:
         model.load_state_dict(arrays)
     except (KeyError, ValueError, RuntimeError) as e:
+        for name in built:  # leave the model as it was
+            _set_submodule(model, name, modules[name])
         raise QuantFileError(f"{path} does not fit this model: {e}") from e
-    return list(header["layers"])
+    return list(built)
