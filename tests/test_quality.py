@@ -245,3 +245,12 @@ def test_pins_resolve_for_every_python_the_readme_names(tmp_path):
     if failures and offline and not os.environ.get("CI"):
         pytest.skip("no package index reachable (run in CI)")
     assert not failures, {p: e[-1500:] for p, e in failures.items()}
+
+
+def test_test_files_have_unique_basenames():
+    """The tests run in pytest's default import mode (no packages), where two test files of
+    the same name in different folders stop the whole collection."""
+    from collections import Counter
+
+    names = Counter(p.name for p in (ROOT / "tests").rglob("test_*.py"))
+    assert not [n for n, c in names.items() if c > 1], names.most_common(3)
