@@ -38,13 +38,20 @@ def test_torchrun_starts_the_same_training():
     from spiral.distributed.runtime import free_port
     from spiral.distributed.workload import TrainSpec, train_single
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-           "-m", "spiral.distributed.launch", "--parallel", "zero3", "--steps", "2",
-           "--data", "synthetic", "--dtype", "float64"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert out.returncode == 0, out.stderr[-2000:]
+    def launch_once() -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+               "-m", "spiral.distributed.launch", "--parallel", "zero3", "--steps", "2",
+               "--data", "synthetic", "--dtype", "float64"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+    out = launch_once()
+    if out.returncode != 0 and "SIGABRT" in out.stderr:
+        # once in a full CI run rank 0 aborted inside the rendezvous (the free port taken
+        # between probing it and binding it); a fresh port is the same test, not a weaker one
+        out = launch_once()
+    assert out.returncode == 0, out.stderr[:3000] + "\n...\n" + out.stderr[-2000:]
     lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
     assert sorted(x["rank"] for x in lines) == [0, 1]
     expected = train_single(TrainSpec(steps=2))["losses"][-1]
@@ -52,16 +59,12 @@ def test_torchrun_starts_the_same_training():
 
 
 def test_train_gpt_options_compose_with_the_spiral_cli(capsys):
-    from spiral.train_cli import add_subparser
+    """`spiral train gpt --nproc N --parallel ...` goes through the real command line."""
+    from spiral.cli import build_parser
 
-    parser = argparse.ArgumentParser()
-    add_subparser(parser.add_subparsers())
-    gpt = parser._subparsers._group_actions[0].choices["train"]._subparsers._group_actions[
-        0].choices["gpt"]
-    launch.add_parallel_arguments(gpt)  # no clash with the recipe's own options
-    args = parser.parse_args(["train", "gpt", "--data", "shakespeare", "--nproc", "2",
-                              "--parallel", "zero2", "--max-steps", "2", "--n-layers", "2",
-                              "--d-model", "16", "--batch-size", "4"])
-    assert launch.run_train_gpt(args) == 0
+    args = build_parser().parse_args(["train", "gpt", "--data", "shakespeare", "--nproc", "2",
+                                      "--parallel", "zero2", "--max-steps", "2", "--n-layers",
+                                      "2", "--d-model", "16", "--batch-size", "4"])
+    assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["parallel"] == "zero2" and out["final_loss"] > 0

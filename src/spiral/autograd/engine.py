@@ -331,3 +331,5 @@ def _run_backward(root: TensorBase, gradient: Any, retain_graph: bool) -> None:
                 _hooks.notify_grads(p, (prev,))
             owned.add(id(prev))
             grads[k] = prev
+        del pgs  # drop the tuple now: it must not keep this node's gradients alive into
+        # the next node's backward (a zip over backward(g) never held them that long)
