@@ -77,7 +77,9 @@ def test_tour_quick_writes_a_report(tmp_path, capsys):
 
     # a real report: one self-contained page with the leaderboard drawn, each rung's settings,
     # time and sample, and why the tour's GPT recipe is not the chapter's best
-    page = (tmp_path / "tour.html").read_text()
+    import html
+
+    page = html.unescape((tmp_path / "tour.html").read_text())
     assert "data:image/png;base64," in page and "<link" not in page and "src='http" not in page
     assert "Why the GPT" in page and "nanoGPT's baby recipe" in page
     md = (tmp_path / "tour.md").read_text()
