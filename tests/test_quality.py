@@ -256,3 +256,13 @@ def test_test_files_have_unique_basenames():
 
     names = Counter(p.name for p in (ROOT / "tests").rglob("test_*.py"))
     assert not [n for n, c in names.items() if c > 1], names.most_common(3)
+
+
+def test_readme_tour_time_is_the_committed_runs():
+    """The README's tour time is read from the committed full tour, not typed from memory."""
+    import json
+
+    report = json.loads((ROOT / "docs" / "results" / "tour" / "tour.json").read_text())
+    assert not report["quick"]
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"It took {report['wall_s'] / 60:.1f} minutes" in text
