@@ -58,3 +58,45 @@ def load_run(run_dir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
                        f"{kind} ({err})") from None
     checkpoint.load(ckpt, model)
     return model, CharTokenizer(list(vocab)), config
+
+
+def train_in_run(model: Any, optimizer: Any, tok: Any, splits: Any, config: dict[str, Any],
+                 train_config: Any, rng: np.random.Generator, out_dir: str | Path | None, *,
+                 resume: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Train ``model`` on ``splits`` (character ids from ``tok``) into a run directory.
+
+    With ``out_dir``: ``resume`` continues from its checkpoint (refusing changed settings
+    before ``config.json`` is rewritten), otherwise the folder starts fresh; after training,
+    ``samples.txt`` holds 20 names or a passage. Returns config, final validation loss,
+    wall time, history, model and tokenizer. The recipes (:mod:`spiral.recipes`) call it.
+    """
+    import time
+
+    from spiral.generate import sample_text
+    from spiral.records import atomic_write_text
+    from spiral.train import TrainState, train
+    from spiral.train import resume as resume_run
+
+    train_ids, val_ids = tok.encode_array(splits.train), tok.encode_array(splits.val)
+    state = TrainState()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        ckpt = out / "checkpoint.safetensors"
+        if resume and ckpt.is_file():
+            state = resume_run(ckpt, model, optimizer, rng, meta=config)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(config, indent=1) + "\n")
+    t0 = time.perf_counter()
+    state = train(model, optimizer, train_ids, val_ids, train_config, rng, out_dir=out,
+                  state=state, checkpoint_meta=config)
+    wall = time.perf_counter() - t0
+    if out is not None:
+        names = splits.name == "names"
+        prompt = "\n" if "\n" in tok.stoi else splits.train[0]
+        text = sample_text(model, tok, np.random.default_rng(seed), n=20, prompt=prompt,
+                           names=names)
+        atomic_write_text(out / "samples.txt", text.rstrip("\n") + "\n")
+    return {"config": config, "val_nats": state.history[-1]["val_loss"], "train_s": wall,
+            "history": state.history, "model": model, "tokenizer": tok}

@@ -17,8 +17,6 @@ Chapter: stage 8, "Stacking blocks into GPT".
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,12 +47,10 @@ def train_gpt(data_name: str, out_dir: str | Path | None = None, *, preset: str 
     checkpoint and ``samples.txt``; ``resume=True`` continues from its checkpoint.
     """
     from spiral import data
-    from spiral.generate import sample_text
     from spiral.optim import AdamW
-    from spiral.records import atomic_write_text
+    from spiral.runs import train_in_run
     from spiral.tokenizers.char import CharTokenizer
-    from spiral.train import TrainConfig, TrainState, train
-    from spiral.train import resume as resume_run
+    from spiral.train import TrainConfig
 
     if preset not in RECIPES:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(RECIPES)}")
@@ -62,7 +58,6 @@ def train_gpt(data_name: str, out_dir: str | Path | None = None, *, preset: str 
     mcfg = GPTConfig.preset(preset, 1, **(model_overrides or {}))
     data.check_char_corpus(splits, mcfg.context_length)
     tok = CharTokenizer.from_text(splits.train)
-    train_ids, val_ids = tok.encode_array(splits.train), tok.encode_array(splits.val)
     mcfg = replace(mcfg, vocab_size=tok.vocab_size)
     recipe = {**RECIPES[preset], "seq_len": mcfg.context_length, **(train_overrides or {})}
     tcfg = TrainConfig(seed=seed, progress=progress, **recipe)
@@ -73,26 +68,5 @@ def train_gpt(data_name: str, out_dir: str | Path | None = None, *, preset: str 
               "model_config": mcfg.to_dict(), "train_config": tcfg.to_dict(),
               "betas": list(BETAS), "vocab": "".join(tok.itos),
               "n_parameters": model.num_parameters()}
-    state = TrainState()
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        ckpt = out / "checkpoint.safetensors"
-        if resume and ckpt.is_file():
-            # refuses changed settings before config.json is rewritten (provenance)
-            state = resume_run(ckpt, model, opt, rng, meta=config)
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-        atomic_write_text(out / "config.json", json.dumps(config, indent=1) + "\n")
-    t0 = time.perf_counter()
-    state = train(model, opt, train_ids, val_ids, tcfg, rng, out_dir=out, state=state,
-                  checkpoint_meta=config)
-    wall = time.perf_counter() - t0
-    if out is not None:
-        names = splits.name == "names"
-        prompt = "\n" if names else splits.train[0]
-        text = sample_text(model, tok, np.random.default_rng(seed), n=20, prompt=prompt,
-                           names=names)
-        atomic_write_text(out / "samples.txt", text.rstrip("\n") + "\n")
-    return {"config": config, "val_nats": state.history[-1]["val_loss"], "train_s": wall,
-            "history": state.history, "model": model, "tokenizer": tok}
+    return train_in_run(model, opt, tok, splits, config, tcfg, rng, out_dir, resume=resume,
+                        seed=seed)

@@ -10,8 +10,6 @@ Chapter: stage 4 (the training toolkit).
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +24,16 @@ def train_mlp(data_name: str, out_dir: str | Path | None = None, *, seed: int = 
               progress: bool = True) -> dict[str, Any]:
     """Train the MLP LM on a corpus's fixed split; returns config, final val loss, history."""
     from spiral import data
-    from spiral.generate import sample_text
     from spiral.nn.module import param_groups
     from spiral.optim import AdamW
-    from spiral.records import atomic_write_text
+    from spiral.runs import train_in_run
     from spiral.tokenizers.char import CharTokenizer
-    from spiral.train import TrainConfig, TrainState, train
-    from spiral.train import resume as resume_run
+    from spiral.train import TrainConfig
 
     splits = data.get_splits(data_name)
     tcfg_window = (train_overrides or {}).get("seq_len")
     data.check_char_corpus(splits, int(tcfg_window or TrainConfig.seq_len))
     tok = CharTokenizer.from_text(splits.train)
-    train_ids, val_ids = tok.encode_array(splits.train), tok.encode_array(splits.val)
     mcfg = MLPConfig(vocab_size=tok.vocab_size, **(model_overrides or {}))
     tcfg = TrainConfig(seed=seed, progress=progress, **(train_overrides or {}))
     rng = np.random.default_rng(seed)
@@ -47,29 +42,8 @@ def train_mlp(data_name: str, out_dir: str | Path | None = None, *, seed: int = 
     config = {"model": "mlp", "data": str(data_name), "model_config": mcfg.to_dict(),
               "train_config": tcfg.to_dict(), "vocab": "".join(tok.itos),
               "n_parameters": model.num_parameters()}
-    state = TrainState()
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        ckpt = out / "checkpoint.safetensors"
-        if resume and ckpt.is_file():
-            # refuses changed settings before config.json is rewritten (provenance)
-            state = resume_run(ckpt, model, opt, rng, meta=config)
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "metrics.jsonl").unlink(missing_ok=True)
-        atomic_write_text(out / "config.json", json.dumps(config, indent=1) + "\n")
-    t0 = time.perf_counter()
-    state = train(model, opt, train_ids, val_ids, tcfg, rng, out_dir=out, state=state,
-                  checkpoint_meta=config)
-    wall = time.perf_counter() - t0
-    result = {"config": config, "val_nats": state.history[-1]["val_loss"],
-              "train_s": wall, "history": state.history, "model": model, "tokenizer": tok}
-    if out is not None:
-        start = "\n" if "\n" in tok.stoi else splits.train[0]
-        text = sample_text(model, tok, np.random.default_rng(seed), n=20, prompt=start,
-                           names=splits.name == "names")
-        atomic_write_text(out / "samples.txt", text + "\n")
-    return result
+    return train_in_run(model, opt, tok, splits, config, tcfg, rng, out_dir, resume=resume,
+                        seed=seed)
 
 
 def fit_text(train_text: str, rng: np.random.Generator, *,
