@@ -73,11 +73,10 @@ def test_tour_quick_writes_a_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "names" in out and "shakespeare" in out and "uniform" in out
     assert (tmp_path / "tour.md").is_file() and (tmp_path / "tour.json").is_file()
-    import json
-
     # a real report: one self-contained page with the leaderboard drawn, each rung's settings,
     # time and sample, and why the tour's GPT recipe is not the chapter's best
     import html
+    import json
 
     page = html.unescape((tmp_path / "tour.html").read_text())
     assert "data:image/png;base64," in page and "<link" not in page and "src='http" not in page
