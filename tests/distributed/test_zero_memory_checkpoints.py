@@ -34,10 +34,26 @@ def test_per_rank_model_state_memory_matches_derivation(stage, world):
     run = train(SPEC, world, "dp" if stage == 0 else f"zero{stage}", timeout_s=120)
     psi = make_model(SPEC).num_parameters()
     derived = zero_memory_elements(psi, world, stage)
+    tags = {"params": "param", "grads": "grad", "optim": "optimizer_state"}
     for r in run["ranks"]:
         mem = r["memory"]  # bytes held after backward, before the optimizer step
-        for key in ("params", "grads", "optim"):
+        seen = r["profiled"]  # the same moment, by stage 11's profiler inside the rank
+        for key, tag in tags.items():
             assert abs(mem[key] - 8 * derived[key]) <= 0.05 * 8 * derived[key], (key, mem)
+            assert abs(seen[tag] - 8 * derived[key]) <= 0.05 * 8 * derived[key], (tag, seen)
+        # the step's peak holds more than the model states: activations (and in ZeRO-3
+        # the gathered parameters the graph keeps for backward), which the derivation omits
+        peak = r["profiled_peak"]
+        assert sum(peak.values()) > sum(seen[t] for t in tags.values())
+
+
+def test_profiler_sees_zero3_gathered_parameters_at_the_peak():
+    spec = replace(SPEC, steps=2, d_model=16)
+    act = {s: train(spec, 2, f"zero{s}", timeout_s=120)["ranks"][0]["profiled_peak"]["activation"]
+           for s in (2, 3)}
+    psi_bytes = 8 * make_model(spec).num_parameters()
+    # ZeRO-3 frees the gathered weights only after backward: the graph holds nearly all Ψb
+    assert 0.5 * psi_bytes < act[3] - act[2] <= psi_bytes
 
 
 def test_derivation_rejects_unknown_stage():

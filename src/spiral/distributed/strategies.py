@@ -37,7 +37,11 @@ from spiral.distributed.workload import (
     make_optimizer,
     state_of,
 )
-from spiral.distributed.zero import ZeroRedundancyOptimizer, model_state_bytes
+from spiral.distributed.zero import (
+    StepMemoryProfiler,
+    ZeroRedundancyOptimizer,
+    model_state_bytes,
+)
 from spiral.distributed.zero_checkpoint import load_sharded, save_sharded
 from spiral.optim import AdamW
 
@@ -82,11 +86,17 @@ def run_rank(rank: int, world: int, spec: TrainSpec, parallel: str, start: int =
         opt = make_optimizer(model, spec)
         for x, y in batches:
             opt.zero_grad()
-            loss = loss_fn(ddp, _rows(x, dp_comm.rank, dp_comm.size),
-                           _rows(y, dp_comm.rank, dp_comm.size))
-            loss.backward()
-            ddp.finish_gradient_synchronization()
-            out["memory"] = model_state_bytes(list(model.parameters()), opt)
+            prof = StepMemoryProfiler()  # stage 11's profiler, this rank's step
+            with prof:
+                prof.track_states(list(model.parameters()), opt)
+                loss = loss_fn(ddp, _rows(x, dp_comm.rank, dp_comm.size),
+                               _rows(y, dp_comm.rank, dp_comm.size))
+                loss.backward()
+                ddp.finish_gradient_synchronization()
+                prof.track_states(list(model.parameters()), opt)
+                out["profiled"] = prof.live_by_tag()
+                out["profiled_peak"] = dict(prof.timeline.peak_by_tag)
+                out["memory"] = model_state_bytes(list(model.parameters()), opt)
             opt.step()
             losses.append(_mean_over(dp_comm, loss.item()))
         out["exposed_s"] = ddp.exposed_s
@@ -129,9 +139,15 @@ def run_rank(rank: int, world: int, spec: TrainSpec, parallel: str, start: int =
             load_sharded(load_dir, zopt)
         for x, y in batches:
             zopt.zero_grad()
-            loss = loss_fn(model, _rows(x, rank, world), _rows(y, rank, world))
-            loss.backward()
-            out["memory"] = zopt.memory()
+            prof = StepMemoryProfiler()
+            with prof:
+                prof.track_states(zopt.state_params(), zopt.inner)
+                loss = loss_fn(model, _rows(x, rank, world), _rows(y, rank, world))
+                loss.backward()
+                prof.track_states(zopt.state_params(), zopt.inner)
+                out["profiled"] = prof.live_by_tag()
+                out["profiled_peak"] = dict(prof.timeline.peak_by_tag)
+                out["memory"] = zopt.memory()
             zopt.step()
             losses.append(_mean_over(comm, loss.item()))
         state = {n: p.data.copy() for n, p in zopt.pieces.items()}

@@ -31,8 +31,10 @@ from spiral.distributed.collectives import chunk_bounds, ring_all_gather, ring_r
 from spiral.distributed.runtime import Comm
 from spiral.nn.module import Module, Parameter
 from spiral.optim import AdamW
+from spiral.profiling.memory_profiler import MemoryProfiler
 
-__all__ = ["ZeroRedundancyOptimizer", "model_state_bytes", "zero_memory_elements"]
+__all__ = ["StepMemoryProfiler", "ZeroRedundancyOptimizer", "model_state_bytes",
+           "zero_memory_elements"]
 
 
 def zero_memory_elements(psi: int, n: int, stage: int) -> dict[str, float]:
@@ -60,6 +62,28 @@ def model_state_bytes(params: list[Any], optimizer: Any) -> dict[str, int]:
     for state in optimizer.state.values():
         out["optim"] += sum(v.nbytes for v in state.values() if isinstance(v, np.ndarray))
     return out
+
+
+class StepMemoryProfiler(MemoryProfiler):
+    """Stage 11's profiler inside one rank's step, plus the arrays no engine hook sees.
+
+    The hooks see every tensor, saved array and leaf gradient the step allocates; ZeRO's
+    pieces, their gradients (cut from a reduce-scattered buffer) and gathered parameters
+    are set outside the engine, so ``track_states`` tags them (once per buffer, a view adds
+    nothing). ``live_by_tag()`` is the live bytes per tag at the moment it is called.
+    """
+
+    def track_states(self, params: list[Any], optimizer: Any) -> None:
+        for p in params:
+            self.track(p.data, "param", "model state")
+            if p.grad is not None:
+                self.track(p.grad, "grad", "model state")
+        for state in optimizer.state.values():
+            for v in state.values():
+                self.track(v, "optimizer_state", "model state")
+
+    def live_by_tag(self) -> dict[str, int]:
+        return dict(self._by_tag)
 
 
 class ZeroRedundancyOptimizer:
@@ -220,5 +244,8 @@ class ZeroRedundancyOptimizer:
 
     def memory(self) -> dict[str, int]:
         """Bytes of parameters, gradients and Adam states this rank holds now."""
-        params = [p for _, p in self.named] + list(self.pieces.values())
-        return model_state_bytes(params, self.inner)
+        return model_state_bytes(self.state_params(), self.inner)
+
+    def state_params(self) -> list[Any]:
+        """The full parameters and this rank's pieces (views of them in stages 1-2)."""
+        return [p for _, p in self.named] + list(self.pieces.values())
