@@ -2,13 +2,17 @@
 
 Each setting trains from the SFT policy and is scored on fresh samples by the true reward
 and KL(π ‖ π_ref): the points trace the reward–KL frontier each method reaches. DPO's IPO
-and hinge losses are run at one β on the same pairs. Seeds as configured (each point is a
-mean over them). Chapter: stage 16, "Turning the KL knob".
+and hinge losses are run at one β on the same pairs. Three seeds; each point is mean ± sd
+(points run in parallel worker processes, each with its own seeded generator).
+Chapter: stage 16, "Turning the KL knob".
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import zlib
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -47,60 +51,78 @@ class Config:
     n_pairs: int = 4000
     temperature: float = TEMPERATURE
     final_samples: int = 1000
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    workers: int = 2  # worker processes, one (seed, setting) point each
 
 
 def _score(policy: Any, ref: Any, task: NamesTask, n: int) -> dict[str, float]:
     return evaluate_policy(policy, ref, task, n, np.random.default_rng(99))
 
 
-def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+@lru_cache(maxsize=4)
+def _pairs(config: Config, seed: int) -> Any:
+    """The seed's preference pairs (shared by its DPO settings; cached per process)."""
+    task = NamesTask.build()
+    return make_pairs(sft_policy(config.sft, task), task, config.n_pairs, config.temperature,
+                      np.random.default_rng(seed))
+
+
+def _job(config: Config, seed: int, group: str, key: str) -> dict[str, float]:
+    """Train one (seed, method, setting) point from the SFT policy and score it."""
     task = NamesTask.build()
     ref = sft_policy(config.sft, task)
+    pol = sft_policy(config.sft, task)
+    rng = np.random.default_rng([seed, zlib.crc32(f"{group}/{key}".encode())])
+    if group == "dpo":
+        train_dpo(pol, ref, _pairs(config, seed), task, replace(config.dpo, beta=float(key)), rng)
+    elif group == "loss":
+        train_dpo(pol, ref, _pairs(config, seed), task,
+                  replace(config.dpo, beta=config.loss_type_beta, loss_type=key), rng)
+    elif group == "ppo":
+        train_ppo(pol, ref, ScalarHeadGPT.from_policy(ref, rng), task, true_reward_fn(task),
+                  replace(config.ppo, kl_coef=float(key)), rng)
+    else:
+        train_grpo(pol, ref, task, true_reward_fn(task), replace(config.grpo, kl_coef=float(key)),
+                   rng)
+    return _score(pol, ref, task, config.final_samples)
+
+
+def _star(args: tuple[Config, int, str, str]) -> dict[str, float]:
+    return _job(*args)
+
+
+def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+    task = NamesTask.build()
+    ref = sft_policy(config.sft, task)  # trained before forking: the workers inherit the cache
+    settings = ([("dpo", str(b)) for b in config.betas] + [("loss", lt) for lt in config.loss_types]
+                + [("ppo", str(c)) for c in config.kl_coefs]
+                + [("grpo", str(c)) for c in config.grpo_kl_coefs])
+    jobs = [(config, seed, g, k) for seed in config.seeds for g, k in settings]
+    if config.workers > 1:
+        with multiprocessing.get_context("fork").Pool(config.workers) as pool:
+            scores = pool.map(_star, jobs, chunksize=1)
+    else:
+        scores = [_star(j) for j in jobs]
     points: dict[str, dict[str, list[dict[str, float]]]] = {"dpo": {}, "ppo": {}, "grpo": {},
                                                             "loss": {}}
-    for seed in config.seeds:
-        srng = np.random.default_rng(seed)
-        pairs = make_pairs(ref, task, config.n_pairs, config.temperature, srng)
-        for b in config.betas:
-            pol = sft_policy(config.sft, task)
-            train_dpo(pol, ref, pairs, task, replace(config.dpo, beta=b), srng)
-            points["dpo"].setdefault(str(b), []).append(_score(pol, ref, task,
-                                                                config.final_samples))
-        for lt in config.loss_types:
-            pol = sft_policy(config.sft, task)
-            train_dpo(pol, ref, pairs, task, replace(config.dpo, beta=config.loss_type_beta,
-                                                     loss_type=lt), srng)
-            points["loss"].setdefault(lt, []).append(_score(pol, ref, task,
-                                                             config.final_samples))
-        for c in config.kl_coefs:
-            pol = sft_policy(config.sft, task)
-            train_ppo(pol, ref, ScalarHeadGPT.from_policy(ref, srng), task, true_reward_fn(task),
-                      replace(config.ppo, kl_coef=c), srng)
-            points["ppo"].setdefault(str(c), []).append(_score(pol, ref, task,
-                                                                config.final_samples))
-        for c in config.grpo_kl_coefs:
-            pol = sft_policy(config.sft, task)
-            train_grpo(pol, ref, task, true_reward_fn(task), replace(config.grpo, kl_coef=c),
-                       srng)
-            points["grpo"].setdefault(str(c), []).append(_score(pol, ref, task,
-                                                                 config.final_samples))
+    for (_, _, g, k), sc in zip(jobs, scores, strict=True):
+        points[g].setdefault(k, []).append(sc)
     out: dict[str, Any] = {"n_seeds": len(config.seeds), "ppo_iterations": config.ppo.iterations,
                            "sft_true_reward": _score(ref, ref, task,
                                                      config.final_samples)["true_reward"]}
     for group, by in points.items():
         out[group] = {k: {"true_reward": mean_sd([p["true_reward"] for p in v]),
                           "kl": mean_sd([p["kl"] for p in v])} for k, v in by.items()}
-    rows = [[f"DPO β = {k}", f"{v['true_reward']['mean']:.3f}", f"{v['kl']['mean']:.2f}"]
-            for k, v in out["dpo"].items()]
-    rows += [[f"DPO ({k}) β = {config.loss_type_beta}", f"{v['true_reward']['mean']:.3f}",
-              f"{v['kl']['mean']:.2f}"] for k, v in out["loss"].items()]
-    rows += [[f"PPO β_KL = {k}", f"{v['true_reward']['mean']:.3f}", f"{v['kl']['mean']:.2f}"]
-             for k, v in out["ppo"].items()]
-    rows += [[f"GRPO β = {k}", f"{v['true_reward']['mean']:.3f}", f"{v['kl']['mean']:.2f}"]
-             for k, v in out["grpo"].items()]
-    out["table"] = {"columns": ["setting", "true reward", "KL (nats)"], "rows": rows}
+    names = {"dpo": "DPO β = {}", "loss": f"DPO ({{}}) β = {config.loss_type_beta}",
+             "ppo": "PPO β_KL = {}", "grpo": "GRPO β = {}"}
+    out["table"] = {"columns": ["setting", "true reward (mean ± sd)", "KL (nats, mean ± sd)"],
+                    "rows": [[names[g].format(k), _pm(v["true_reward"], 3), _pm(v["kl"], 2)]
+                             for g in ("dpo", "loss", "ppo", "grpo") for k, v in out[g].items()]}
     return out
+
+
+def _pm(m: dict[str, float], digits: int) -> str:
+    return f"{m['mean']:.{digits}f} ± {m['sd']:.{digits}f}"
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
@@ -111,12 +133,16 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         v = results[group]
         kl = [x["kl"]["mean"] for x in v.values()]
         tr = [x["true_reward"]["mean"] for x in v.values()]
-        ax.plot(kl, tr, "-o", color=color, label=label, ms=4)
+        ax.errorbar(kl, tr, xerr=[x["kl"]["sd"] for x in v.values()],
+                    yerr=[x["true_reward"]["sd"] for x in v.values()], fmt="-o", color=color,
+                    label=label, ms=4, capsize=2, lw=1.2, elinewidth=0.8)
         for k, x, y in zip(v, kl, tr, strict=True):
             ax.annotate(f"{sym}={k}", (x, y), textcoords="offset points", xytext=(4, -9),
                         fontsize=7, color=color)
     for lt, x in results["loss"].items():
-        ax.plot(x["kl"]["mean"], x["true_reward"]["mean"], "s", color=PALETTE[3], ms=5)
+        ax.errorbar(x["kl"]["mean"], x["true_reward"]["mean"], xerr=x["kl"]["sd"],
+                    yerr=x["true_reward"]["sd"], fmt="s", color=PALETTE[3], ms=5, capsize=2,
+                    elinewidth=0.8)
         ax.annotate(lt, (x["kl"]["mean"], x["true_reward"]["mean"]), textcoords="offset points",
                     xytext=(4, 3), fontsize=7, color=PALETTE[3])
     ax.axhline(results["sft_true_reward"], color=PALETTE[6], ls=":", lw=1)
@@ -144,7 +170,8 @@ def check(results: dict[str, Any]) -> None:
 
 EXPERIMENT = Experiment(
     name="alignment_sweeps", stage=16, title="DPO's β and PPO's KL coefficient",
-    quick=replace(Config(), sft=QUICK_SFT, betas=(0.1, 3.0), kl_coefs=(0.01, 3.0),
+    quick=replace(Config(), sft=QUICK_SFT, seeds=(0,), workers=1,
+                  betas=(0.1, 3.0), kl_coefs=(0.01, 3.0),
                   loss_types=("ipo",), n_pairs=64, final_samples=64, grpo_kl_coefs=(0.1,),
                   grpo=GRPOConfig(iterations=2, prompts=4, group_size=4, lr=3e-3, eval_every=2,
                                   eval_samples=16),
