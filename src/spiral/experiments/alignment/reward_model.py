@@ -26,7 +26,7 @@ from spiral.plotting import PALETTE, new_figure
 @dataclass(frozen=True)
 class Config:
     sft: SFTConfig = FULL_SFT
-    sizes: tuple[int, ...] = (500, 4000)
+    sizes: tuple[int, ...] = (500, 1000, 2000, 4000)
     n_test: int = 1000
     rm: RMConfig = RMConfig(steps=300, eval_every=50)
     temperature: float = TEMPERATURE
