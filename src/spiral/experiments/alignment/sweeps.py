@@ -125,6 +125,9 @@ def _pm(m: dict[str, float], digits: int) -> str:
     return f"{m['mean']:.{digits}f} ± {m['sd']:.{digits}f}"
 
 
+_DPO_LABELS = ((6, -12), (-40, -12), (-40, 5))
+
+
 def plot(results: dict[str, Any]) -> dict[str, Any]:
     fig, ax = new_figure(width=5.6, height=3.4)
     for group, color, label, sym in (("dpo", PALETTE[1], "DPO, β", "β"),
@@ -136,8 +139,10 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         ax.errorbar(kl, tr, xerr=[x["kl"]["sd"] for x in v.values()],
                     yerr=[x["true_reward"]["sd"] for x in v.values()], fmt="-o", color=color,
                     label=label, ms=4, capsize=2, lw=1.2, elinewidth=0.8)
-        for k, x, y in zip(v, kl, tr, strict=True):
-            ax.annotate(f"{sym}={k}", (x, y), textcoords="offset points", xytext=(4, -9),
+        for i, (k, x, y) in enumerate(zip(v, kl, tr, strict=True)):
+            # DPO's small-β points crowd together near 4 nats: spread their labels
+            off = _DPO_LABELS[i] if group == "dpo" and i < len(_DPO_LABELS) else (4, -9)
+            ax.annotate(f"{sym}={k}", (x, y), textcoords="offset points", xytext=off,
                         fontsize=7, color=color)
     for lt, x in results["loss"].items():
         ax.errorbar(x["kl"]["mean"], x["true_reward"]["mean"], xerr=x["kl"]["sd"],
