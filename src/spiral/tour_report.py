@@ -18,7 +18,7 @@ WHY_GPT = (
     "both corpora, so the tour finishes in minutes. It is not the best recipe for every "
     "corpus: on names, chapter 8 chooses the context, width, dropout and training length on "
     "validation and trains longer, and its model beats Kneser-Ney; with the baby recipe the "
-    "GPT is under-trained on names and can lose to the MLP. The ladder compares models at one "
+    "GPT can lose to the MLP on names (see the leaderboard). The ladder compares models at one "
     "fixed, cheap recipe each, not each model at its best."
 )
 
