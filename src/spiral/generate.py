@@ -71,14 +71,24 @@ def check_sampling_options(temperature: float = 1.0, top_k: int | None = None,
 
 def generate(model: Any, prompt: Sequence[int], max_new_tokens: int, rng: np.random.Generator,
              *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             stop_token: int | None = None) -> list[int]:
+             stop_token: int | None = None, use_cache: bool = True) -> list[int]:
     """Continue ``prompt`` by up to ``max_new_tokens`` ids (stopping after ``stop_token``).
 
     The model sees at most ``model.receptive_field`` (else ``context_length``) last tokens.
+    A GPT decodes with a KV cache (stage 17) unless ``use_cache=False``: the same tokens
+    from the same ``rng``, one position's forward per step instead of the whole window's.
     """
     ids = [int(t) for t in prompt]
     if not ids:
         raise ValueError("the prompt needs at least one token (e.g. the end-of-text marker)")
+    if use_cache and max_new_tokens > 0 and getattr(model, "receptive_field", None) is None:
+        from spiral.inference.kv_cache import supports_cache
+
+        if supports_cache(model):
+            from spiral.inference.generate import generate_cached
+
+            return generate_cached(model, ids, max_new_tokens, rng, temperature=temperature,
+                                   top_k=top_k, top_p=top_p, stop_token=stop_token)
     window = int(getattr(model, "receptive_field", None) or model.context_length)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):

@@ -110,7 +110,7 @@ def test_greedy_cached_generation_equals_uncached(positional: str, n_kv: int | N
     m = tiny(positional, n_kv, dtype=np.float32)
     prompt = [1, 5, 2]
     # 20 new tokens run past context_length 16: the sliding window is covered too
-    a = generate(m, prompt, 20, np.random.default_rng(0), temperature=0)
+    a = generate(m, prompt, 20, np.random.default_rng(0), temperature=0, use_cache=False)
     b = generate_cached(m, prompt, 20, np.random.default_rng(0), temperature=0)
     assert a == b and len(set(a)) > 1
 
@@ -118,7 +118,7 @@ def test_greedy_cached_generation_equals_uncached(positional: str, n_kv: int | N
 def test_sampled_cached_generation_equals_uncached_with_the_same_rng() -> None:
     m = tiny("rope_halves", 2)
     kw = dict(temperature=0.9, top_k=8, top_p=0.95)
-    a = generate(m, [3], 24, np.random.default_rng(5), **kw)  # type: ignore[arg-type]
+    a = generate(m, [3], 24, np.random.default_rng(5), use_cache=False, **kw)  # type: ignore[arg-type]
     b = generate_cached(m, [3], 24, np.random.default_rng(5), **kw)  # type: ignore[arg-type]
     assert a == b
 

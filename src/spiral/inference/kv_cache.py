@@ -29,7 +29,7 @@ from spiral.autograd import Tensor, no_grad
 from spiral.nn import functional as F
 from spiral.nn.transformer import Block, MultiHeadAttention
 
-__all__ = ["KVCache", "forward_cached"]
+__all__ = ["KVCache", "forward_cached", "run_trunk", "supports_cache"]
 
 
 class KVCache:
@@ -147,15 +147,23 @@ def forward_cached(model: Any, ids: np.ndarray, cache: Any) -> np.ndarray:
     if end > model.context_length:
         raise ValueError(f"position {end - 1} is beyond context_length {model.context_length}")
     cache.reserve(ids.shape[1])
+    logits = run_trunk(model, lambda: _embed(model, ids, cache.length),
+                       lambda blk, z, i: attend_cached(blk.attn, z, cache, i))
+    cache.advance(ids.shape[1])
+    return logits
+
+
+def run_trunk(model: Any, embed: Any, attend: Any) -> np.ndarray:
+    """The model's blocks, final norm and head on ``embed()`` (B, T, C), with the attention
+    sub-layer of block i replaced by ``attend(block, x, i)``; eval mode, no gradients."""
     was_training = model.training
     model.eval()
     try:
         with no_grad():
-            x = model.drop(_embed(model, ids, cache.length))
+            x = model.drop(embed())
             for i, blk in enumerate(model.blocks):
                 assert isinstance(blk, Block)
-                x = blk._sublayer(x, lambda z, i=i, blk=blk: attend_cached(blk.attn, z, cache, i),
-                                  blk.ln1)
+                x = blk._sublayer(x, lambda z, i=i, blk=blk: attend(blk, z, i), blk.ln1)
                 if blk.ffn is not None and blk.ln2 is not None:
                     x = blk._sublayer(x, blk.ffn, blk.ln2)
             if model.final_norm is not None:
@@ -163,5 +171,11 @@ def forward_cached(model: Any, ids: np.ndarray, cache: Any) -> np.ndarray:
             logits = F.linear(x, model.head_weight).data
     finally:
         model.train(was_training)
-    cache.advance(ids.shape[1])
     return np.asarray(logits)
+
+
+def supports_cache(model: Any) -> bool:
+    """Whether :func:`forward_cached` can drive ``model`` (a GPT of standard blocks)."""
+    blocks = getattr(model, "blocks", None)
+    return (hasattr(model, "head_weight") and hasattr(model, "config") and blocks is not None
+            and all(isinstance(b, Block) for b in blocks))
