@@ -28,21 +28,31 @@ from spiral.nn.layers import Dropout, Linear
 from spiral.nn.module import Module
 
 
+def dense(weight: Any) -> np.ndarray:
+    """The weight as an array: itself, or a quantized weight (QLoRA's NF4) dequantized."""
+    return weight if isinstance(weight, np.ndarray) else weight.dequantize()
+
+
 class FrozenLinearFn(Function):
-    """y = x Wᵀ + b that computes only the gradients asked for (a frozen W costs no dW)."""
+    """y = x Wᵀ + b that computes only the gradients asked for (a frozen W costs no dW).
+
+    W may be an array or a quantized weight with ``dequantize()``; a quantized one is
+    dequantized again in backward rather than kept, so it costs no activation memory.
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
+    def forward(ctx: Any, x: np.ndarray, weight: Any, bias: np.ndarray | None = None
                 ) -> np.ndarray:
-        ctx.save_for_backward(x, weight)
-        y = x @ weight.T  # (..., in) @ (in, out) -> (..., out)
+        ctx.save_for_backward(x)
+        ctx.weight = weight
+        y = x @ dense(weight).T  # (..., in) @ (in, out) -> (..., out)
         return y if bias is None else y + bias
 
     @staticmethod
     def backward(ctx: Any, grad: np.ndarray) -> tuple[Any, ...]:
-        x, weight = ctx.saved_tensors
+        (x,) = ctx.saved_tensors
         need = ctx.needs_input_grad
-        dx = grad @ weight if need[0] else None  # (..., out) @ (out, in) -> (..., in)
+        dx = grad @ dense(ctx.weight) if need[0] else None  # (..., out) @ (out, in)
         dw = db = None
         if len(need) > 1 and need[1]:
             dw = grad.reshape(-1, grad.shape[-1]).T @ x.reshape(-1, x.shape[-1])
@@ -51,7 +61,58 @@ class FrozenLinearFn(Function):
         return (dx, dw, db)[:len(need)]
 
 
-def frozen_linear(x: Tensor, weight: Tensor | np.ndarray, bias: Tensor | None = None) -> Tensor:
+class LoRAFn(Function):
+    """The fused adapted layer: y = x Wᵀ + b + s·(x_a Aᵀ) Bᵀ with x_a = dropout(x) (or x).
+
+    One node instead of four (two matmuls, a scaling, a sum): it keeps only h = x_a Aᵀ
+    (N·r numbers) for backward, where the unfused graph would keep three N·out arrays.
+    Backward, with G = ∂L/∂y and GB = G B (N × r):
+    ∂L/∂B = s·Gᵀ h,  ∂L/∂A = s·(GB)ᵀ x_a,  ∂L/∂x_a = s·GB A,  ∂L/∂x = G W (+ ∂L/∂x_a).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: np.ndarray, x_a: np.ndarray | None, weight: Any,
+                bias: np.ndarray | None, A: np.ndarray, B: np.ndarray, scaling: float
+                ) -> np.ndarray:
+        xa = x if x_a is None else x_a
+        h = xa @ A.T                       # (..., in) @ (in, r) -> (..., r)
+        y = x @ dense(weight).T            # (..., in) @ (in, out) -> (..., out)
+        up = h @ B.T                       # (..., r) @ (r, out) -> (..., out)
+        up *= scaling
+        y += up
+        if bias is not None:
+            y += bias
+        ctx.save_for_backward(x, xa, h)
+        ctx.weight, ctx.A, ctx.B, ctx.s = weight, A, B, scaling
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: np.ndarray) -> tuple[Any, ...]:
+        x, xa, h = ctx.saved_tensors
+        need, s = ctx.needs_input_grad, ctx.s
+        g2 = grad.reshape(-1, grad.shape[-1])  # (N, out)
+        gB = g2 @ ctx.B                         # (N, out) @ (out, r) -> (N, r)
+        dxa = (s * gB) @ ctx.A if need[0] or need[1] else None  # (N, r) @ (r, in)
+        dx = dx_a = dw = db = dA = dB = None
+        if need[0]:
+            dx = g2 @ dense(ctx.weight)
+            if xa is x:
+                dx += dxa
+            dx = dx.reshape(x.shape)
+        if need[1]:
+            dx_a = dxa.reshape(xa.shape)  # type: ignore[union-attr]
+        if need[2]:
+            dw = g2.T @ x.reshape(-1, x.shape[-1])
+        if need[3]:
+            db = g2.sum(axis=0)
+        if need[4]:
+            dA = s * (gB.T @ xa.reshape(-1, xa.shape[-1]))  # (r, N) @ (N, in)
+        if need[5]:
+            dB = s * (g2.T @ h.reshape(-1, h.shape[-1]))    # (out, N) @ (N, r)
+        return dx, dx_a, dw, db, dA, dB, None
+
+
+def frozen_linear(x: Tensor, weight: Any, bias: Tensor | None = None) -> Tensor:
     """``F.linear`` that skips the weight gradient when the weight does not require one."""
     if bias is None:
         return FrozenLinearFn.apply(x, weight)
@@ -108,19 +169,27 @@ class LoRALinear(Module):
         self.base_layer.weight.data -= self.delta_weight()
         self.merged = False
 
+    def base_weight(self) -> Any:
+        """What ``LoRAFn`` multiplies by: the base's weight Tensor (NF4: its packed form)."""
+        return self.base_layer.weight
+
     def base_forward(self, x: Tensor) -> Tensor:
-        return frozen_linear(x, self.base_layer.weight, self.base_layer.bias)
+        return frozen_linear(x, self.base_weight(), self.base_layer.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.base_forward(x)  # (..., out)
         if self.merged:
-            return y
-        h = self.lora_A(self.lora_dropout(x))  # (..., in) -> (..., r)
-        return y + self.lora_B(h) * self.scaling  # (..., r) -> (..., out)
+            return self.base_forward(x)  # (..., out)
+        x_a = self.lora_dropout(x) if self.training and self.lora_dropout.p > 0 else None
+        return LoRAFn.apply(x, x_a, self.base_weight(), self.base_layer.bias,
+                            self.lora_A.weight, self.lora_B.weight, self.scaling)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, " \
                f"r={self.r}, lora_alpha={self.lora_alpha}, merged={self.merged}"
+
+
+# the attention and FFN projections of our GPTs (GELU: fc, proj; SwiGLU: w1, w3, w2)
+DEFAULT_TARGETS = ("qkv_proj", "out_proj", "fc", "proj", "w1", "w3", "w2")
 
 
 def matches(name: str, target_modules: str | Sequence[str]) -> bool:
@@ -140,7 +209,7 @@ def _set_submodule(model: Module, name: str, new: Module) -> None:
 
 
 def inject_lora(model: Module, r: int = 8, lora_alpha: float = 8.0,
-                target_modules: str | Sequence[str] = ("qkv_proj", "out_proj", "fc", "proj"),
+                target_modules: str | Sequence[str] = DEFAULT_TARGETS,
                 lora_dropout: float = 0.0, *, rng: np.random.Generator | None = None,
                 freeze_base: bool = True) -> list[str]:
     """Replace every ``Linear`` whose name matches by a ``LoRALinear``; returns their names.

@@ -26,7 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from spiral.autograd import Tensor
-from spiral.finetune.lora import LoRALinear, frozen_linear, inject_lora, lora_modules
+from spiral.finetune.lora import (
+    DEFAULT_TARGETS,
+    LoRALinear,
+    frozen_linear,
+    inject_lora,
+    lora_modules,
+)
 from spiral.nn.layers import Linear
 from spiral.nn.module import Module, Parameter
 
@@ -73,6 +79,15 @@ class NF4Tensor:
     def nbytes(self) -> int:
         return self.packed.nbytes + self.qscale.nbytes + self.scale_absmax.nbytes + 4
 
+    def dequantize(self) -> np.ndarray:
+        return dequantize_nf4(self)
+
+
+def nf4_nbytes(numel: int, blocksize: int = 64, dq_blocksize: int = 256) -> int:
+    """Bytes of ``quantize_nf4`` of ``numel`` weights: codes, int8 scales, fp32 scale scales."""
+    n_blocks = -(-numel // blocksize)  # the last block is stored padded
+    return -(-n_blocks * blocksize // 2) + n_blocks + 4 * -(-n_blocks // dq_blocksize) + 4
+
 
 def _blocks(x: np.ndarray, size: int) -> np.ndarray:
     pad = (-x.size) % size
@@ -92,7 +107,7 @@ def quantize_scales(c: np.ndarray, dq_blocksize: int) -> tuple[np.ndarray, np.nd
     amax = np.abs(b).max(axis=1)
     amax = np.where(amax > 0, amax, 1.0).astype(np.float32)
     q = np.clip(np.rint(b / amax[:, None] * 127), -127, 127).astype(np.int8)
-    return q.ravel()[:c.size], amax, mean
+    return q.ravel()[:c.size].copy(), amax, mean  # a copy: the view would keep the padding
 
 
 def dequantize_scales(q: NF4Tensor) -> np.ndarray:
@@ -155,7 +170,7 @@ class NF4Linear(Module):
         return dequantize_nf4(self.qweight).astype(self.dtype)  # (out, in)
 
     def forward(self, x: Tensor) -> Tensor:
-        return frozen_linear(x, self.dequantized_weight(), self.bias)
+        return frozen_linear(x, self.qweight, self.bias)  # dequantized on the fly
 
 
 class NF4LoRALinear(LoRALinear):
@@ -167,6 +182,9 @@ class NF4LoRALinear(LoRALinear):
         super().__init__(base_layer, r, lora_alpha, lora_dropout, rng=rng)
         self.base_layer = NF4Linear(base_layer, blocksize)  # type: ignore[assignment]
 
+    def base_weight(self) -> NF4Tensor:
+        return self.base_layer.qweight  # type: ignore[attr-defined]
+
     def base_forward(self, x: Tensor) -> Tensor:
         return self.base_layer(x)
 
@@ -176,8 +194,7 @@ class NF4LoRALinear(LoRALinear):
 
 
 def inject_qlora(model: Module, r: int = 8, lora_alpha: float = 8.0,
-                 target_modules: str | list[str] | tuple[str, ...] = ("qkv_proj", "out_proj",
-                                                                      "fc", "proj"),
+                 target_modules: str | list[str] | tuple[str, ...] = DEFAULT_TARGETS,
                  *, rng: np.random.Generator | None = None) -> list[str]:
     """``inject_lora`` whose adapted bases are stored in NF4; returns the adapted names."""
     names = inject_lora(model, r, lora_alpha, target_modules, rng=rng)

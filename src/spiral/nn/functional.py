@@ -45,6 +45,11 @@ class LinearFn(Function):
     @staticmethod
     def backward(ctx: Any, grad: np.ndarray) -> tuple[Any, ...]:
         x, weight = ctx.saved_tensors
+        if not ctx.needs_input_grad[1]:  # a frozen weight (stage 15): no dW
+            g2 = grad.reshape(-1, grad.shape[-1])
+            dx = (g2 @ weight).reshape(x.shape)
+            return (dx, None, g2.sum(axis=0) if ctx.needs_input_grad[2] else None
+                    ) if ctx.has_bias else (dx, None)
         dx, dw, db = K.linear_backward(grad, x, weight, ctx.has_bias)
         return (dx, dw, db) if ctx.has_bias else (dx, dw)
 
