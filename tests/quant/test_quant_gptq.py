@@ -101,7 +101,7 @@ def test_gptq_model_beats_rtn_on_each_layer_of_a_tiny_gpt() -> None:
     float_model = GPT(cfg, rng=np.random.default_rng(0))
     layers = {n: m for n, m in float_model.named_modules() if isinstance(m, Linear)}
     m = GPT(cfg, rng=np.random.default_rng(0))
-    names = gptq_model(m, ids, 4, act_order=True, blocksize=8)
+    names = gptq_model(m, ids, 4, act_order=True, blocksize=8, sequential=False)
     assert names == list(layers)
     quantized = dict(m.named_modules())
     # record float inputs per layer the same way gptq_model does, then compare layer errors
@@ -116,3 +116,30 @@ def test_gptq_model_beats_rtn_on_each_layer_of_a_tiny_gpt() -> None:
         e_gptq = np.linalg.norm(x @ (w - quantized[n].weight.data).T)
         e_rtn = np.linalg.norm(x @ (w - dequantize(quantize(w, 4, granularity="channel"))).T)
         assert e_gptq <= e_rtn, n
+
+
+def test_sequential_gptq_calibrates_each_layer_on_the_quantized_model_before_it() -> None:
+    """The paper's pass: the last layer's codes are GPTQ on the inputs it gets from the
+    fully quantized model before it (recorded afresh here), not on float inputs."""
+    cfg = GPTConfig(vocab_size=29, context_length=16, n_layers=2, n_heads=2, d_model=32,
+                    norm_type="rmsnorm", ffn_type="swiglu", positional="rope_halves",
+                    ffn_hidden=48)
+    ids = np.random.default_rng(5).integers(0, 29, (6, 16))
+    float_w = {n: x.weight.data.copy() for n, x in GPT(cfg, rng=np.random.default_rng(0))
+               .named_modules() if isinstance(x, Linear)}
+    seq, flat = GPT(cfg, rng=np.random.default_rng(0)), GPT(cfg, rng=np.random.default_rng(0))
+    assert gptq_model(seq, ids, 3, blocksize=8) == list(float_w)
+    gptq_model(flat, ids, 3, blocksize=8, sequential=False)
+    last = "blocks.1.ffn.w2"
+    layer = dict(seq.named_modules())[last]
+    rec = _Recorder(layer)  # type: ignore[arg-type]
+    _set_submodule(seq, last, rec)
+    seq(ids)
+    _set_submodule(seq, last, layer)
+    expected = gptq_quantize(float_w[last], hessian(np.concatenate(rec.inputs)), 3, blocksize=8)
+    np.testing.assert_array_equal(layer.codes(), expected.codes)  # type: ignore[operator]
+    assert not np.array_equal(layer.codes(),  # type: ignore[operator]
+                              dict(flat.named_modules())[last].codes())  # type: ignore[operator]
+    first = "blocks.0.attn.qkv_proj"  # the first layer sees float inputs either way
+    np.testing.assert_array_equal(dict(seq.named_modules())[first].codes(),  # type: ignore[operator]
+                                  dict(flat.named_modules())[first].codes())  # type: ignore[operator]

@@ -15,8 +15,8 @@ block of ``blocksize`` columns immediately, to the columns after the block in on
 Dampening adds λ = percdamp · mean(diag H) to the diagonal; act-order processes columns by
 decreasing diag(H). Quantization grids (scale, zero point) are fixed up front from W
 ("static groups"), so act-order never needs a column permutation at inference time.
-``gptq_model`` records every chosen layer's inputs from one float forward pass over the
-calibration batch (not the paper's block-by-block pass through already-quantized blocks).
+``gptq_model`` by default follows the paper's sequential pass: each layer is calibrated
+on the inputs it receives from the already-quantized layers before it.
 Chapter: stage 18.
 """
 
@@ -127,28 +127,45 @@ class _Recorder(Module):
         return out
 
 
-def gptq_model(model: Module, calibration: Any, bits: int = 4, *,
-               include: Sequence[str] = ("*",), exclude: Sequence[str] = ("lm_head",),
-               **kwargs: Any) -> list[str]:
-    """GPTQ every matching ``Linear`` of ``model`` (in place) from calibration token ids.
-
-    ``kwargs`` go to :func:`gptq_quantize`; returns the swapped names. The head is excluded
-    by default because a GPT reads it through ``head_weight``, bypassing its forward.
-    """
-    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, Linear) and n
-               and any(fnmatch(n, p) for p in include)
-               and not any(fnmatch(n, p) for p in exclude)]
-    recorders = {n: _Recorder(m) for n, m in targets}
+def _record(model: Module, layers: dict[str, Linear], calibration: Any) -> dict[str, np.ndarray]:
+    """Inputs (tokens, in) of each named layer in one forward pass of ``model``."""
+    recorders = {n: _Recorder(m) for n, m in layers.items()}
     for n, r in recorders.items():
         _set_submodule(model, n, r)
     try:
         model(calibration)
     finally:
-        for n, m in targets:
+        for n, m in layers.items():
             _set_submodule(model, n, m)
-    for n, m in targets:
-        x = np.concatenate(recorders[n].inputs)
-        q = gptq_quantize(m.weight.data, hessian(x), bits, **kwargs)
-        _set_submodule(model, n, QuantLinear(q, None if m.bias is None else m.bias.data, None,
-                                             dtype=m.weight.data.dtype))
-    return [n for n, _ in targets]
+    return {n: np.concatenate(r.inputs) for n, r in recorders.items()}
+
+
+def gptq_model(model: Module, calibration: Any, bits: int = 4, *,
+               include: Sequence[str] = ("*",), exclude: Sequence[str] = ("lm_head",),
+               sequential: bool = True, **kwargs: Any) -> list[str]:
+    """GPTQ every matching ``Linear`` of ``model`` (in place) from calibration token ids.
+
+    ``sequential`` (the paper's pass): layers are quantized in forward order, each from the
+    inputs it receives once every earlier layer is already quantized, so later layers
+    correct the errors of earlier ones; layers that read the same input (Q/K/V, gate/up)
+    are quantized together. Otherwise every layer is calibrated on the float model's inputs
+    from one pass. ``kwargs`` go to :func:`gptq_quantize`; returns the swapped names. The
+    head is excluded by default because a GPT reads it through ``head_weight``.
+    """
+    targets = {n: m for n, m in model.named_modules() if isinstance(m, Linear) and n
+               and any(fnmatch(n, p) for p in include)
+               and not any(fnmatch(n, p) for p in exclude)}
+    remaining = dict(targets)
+    inputs: dict[str, np.ndarray] = {}
+    while remaining:
+        if sequential or not inputs:
+            inputs = _record(model, remaining, calibration)
+        x0 = inputs[next(iter(remaining))]
+        group = [n for n in remaining if not sequential
+                 or (inputs[n].shape == x0.shape and np.array_equal(inputs[n], x0))]
+        for n in group:
+            m = remaining.pop(n)
+            q = gptq_quantize(m.weight.data, hessian(inputs[n]), bits, **kwargs)
+            _set_submodule(model, n, QuantLinear(q, None if m.bias is None else m.bias.data,
+                                                 None, dtype=m.weight.data.dtype))
+    return list(targets)
