@@ -44,7 +44,8 @@ class Config:
     lr: float = 3e-3
     seed: int = 0
     n_bootstrap: int = 200
-    kn_val: float = 1.539       # KN-6 on the validation split (stage 1's experiment)
+    kn_order: int = 6           # the Kneser–Ney baseline (stage 1's best order on validation)
+    val_tokens: int = 0         # 0 = score the whole validation split
     workers: int = 2
     cache_dir: str = "runs/architectures_scaling"   # "" = no cache
 
@@ -87,7 +88,7 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
     opt = AdamW(model.param_groups(0.1), lr=c.lr, betas=(0.9, 0.99))
     with threadpool_limits(limits=1, user_api="blas"):
         train(model, opt, tr, va, tcfg, np.random.default_rng(c.seed + 1000))
-        val = evaluate(model, va).nats
+        val = evaluate(model, va[:job["val_tokens"]] if job["val_tokens"] else va).nats
     tokens = steps * c.batch_size * c.context_length
     out = {"size": list(job["size"]), "tokens": tokens, "val": val,
            "n": non_embedding_parameters(mcfg), "n_total": model.num_parameters(),
@@ -106,11 +107,22 @@ def _optimal_loss(law: dict[str, float], compute: np.ndarray) -> np.ndarray:
     return np.array([compute_optimal(float(C), law).loss for C in compute])
 
 
+def _kn_val(config: Config) -> float:
+    from spiral import data
+    from spiral.evaluate import evaluate
+    from spiral.ngram import NGramLM
+
+    s = data.get_splits("shakespeare")
+    lm = NGramLM(config.kn_order, smoothing="kneser_ney").fit(s.train)
+    ids = lm.encode(s.val)
+    return float(evaluate(lm, ids[:config.val_tokens] if config.val_tokens else ids).nats)
+
+
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     from spiral.scaling import allocation_exponents, compute_optimal, fit_scaling_law
 
     cfg = {"context_length": config.context_length, "batch_size": config.batch_size,
-           "lr": config.lr, "seed": config.seed}
+           "lr": config.lr, "seed": config.seed, "val_tokens": config.val_tokens}
     cache = config.cache_dir
 
     def job(size: tuple[int, int, int], tokens: int) -> dict[str, Any]:
@@ -140,7 +152,8 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     # the compute at which the compute-optimal model reaches Kneser–Ney's validation loss
     grid = np.logspace(10, 22, 241)
     frontier = _optimal_loss(law, grid)
-    below = np.nonzero(frontier <= config.kn_val)[0]
+    kn_val = _kn_val(config)
+    below = np.nonzero(frontier <= kn_val)[0]
     kn_compute = float(grid[below[0]]) if len(below) else None
     kn_plan = compute_optimal(kn_compute, law) if kn_compute is not None else None
     return {"runs": runs, "held_out": held, "law": law, "intervals": intervals,
@@ -148,7 +161,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                 fit.residuals ** 2))),
             "held_out_pred": pred, "held_out_interval": [lo, hi],
             "held_out_inside": bool(lo <= held["val"] <= hi),
-            "kn_val": config.kn_val, "kn_compute": kn_compute,
+            "kn_val": kn_val, "kn_order": config.kn_order, "kn_compute": kn_compute,
             "kn_plan": None if kn_plan is None else {
                 "n": kn_plan.n_params, "tokens": kn_plan.tokens,
                 "tokens_per_parameter": kn_plan.tokens_per_parameter},
@@ -174,9 +187,9 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         grid = np.logspace(np.log10(ns.min()), np.log10(held["n"] * 1.2), 50)
         ax.plot(grid, fit.predict(grid, D), "-", color=color, lw=1)
     lo, hi = results["held_out_interval"]
-    ax.errorbar([held["n"]], [results["held_out_pred"]],
-                yerr=[[results["held_out_pred"] - lo], [hi - results["held_out_pred"]]],
-                fmt="s", mfc="none", color="k", capsize=3, label="held-out: predicted")
+    ax.vlines([held["n"]], lo, hi, color="k", lw=1, label="held-out: 95 % prediction interval")
+    ax.plot([held["n"]], [results["held_out_pred"]], "s", mfc="none", color="k",
+            label="held-out: predicted")
     ax.plot([held["n"]], [held["val"]], "*", color="k", ms=9, label="held-out: measured")
     ax.set_xscale("log")
     ax.set_xlabel("non-embedding parameters N")
@@ -190,7 +203,7 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     ax2.plot([r["flops"] for r in results["runs"]], [r["val"] for r in results["runs"]],
              "o", ms=3, color=PALETTE[1], label="sweep runs")
     ax2.axhline(results["kn_val"], color=PALETTE[2], ls="--", lw=1,
-                label=f"Kneser–Ney validation {results['kn_val']:.3f}")
+                label=f"KN-{results['kn_order']} validation {results['kn_val']:.3f}")
     if results["kn_compute"] is not None:
         ax2.axvline(results["kn_compute"], color="0.5", lw=0.8, ls=":")
     ax2.set_xscale("log")
@@ -211,8 +224,8 @@ def check(results: dict[str, Any]) -> None:
 EXPERIMENT = Experiment(
     name="architectures_scaling", stage=14, title="Our own scaling sweep",
     quick=Config(sizes=((8, 1, 2), (12, 1, 2), (16, 1, 2)),
-                 budgets=(8_192, 16_384), held_out=(24, 1, 2), context_length=32,
-                 n_bootstrap=5, workers=1, cache_dir=""),
+                 budgets=(4_096, 8_192), held_out=(24, 1, 2), context_length=32, kn_order=2,
+                 n_bootstrap=5, workers=1, cache_dir="", val_tokens=2048),
     full=Config(),
     run=run, plot=plot, check=check,
     summary=lambda r: [("alpha", f"{r['law']['alpha']:.3f}"),
