@@ -39,6 +39,8 @@ from spiral.autograd import Tensor, no_grad
 from spiral.models.base import CausalLM
 from spiral.nn import functional as F
 from spiral.nn import init
+from spiral.nn.attention_kernels import KERNELS, attention_function
+from spiral.nn.checkpoint import CHECKPOINT_MODES, run_segments, segment_sizes
 from spiral.nn.ffn import FFN_TYPES, swiglu_hidden
 from spiral.nn.layers import Dropout, Embedding, Linear
 from spiral.nn.module import Module, ModuleList, Parameter
@@ -50,6 +52,9 @@ __all__ = ["GPTConfig", "GPT", "PRESETS", "count_parameters"]
 # fields added by stage 14 (written by to_dict only when not at their defaults)
 STAGE14_FIELDS = ("norm_type", "norm_eps", "ffn_type", "gelu_approximate", "ffn_hidden",
                   "ffn_multiple_of", "n_kv_heads", "rope_theta", "rope_scaling")
+
+# fields added by stage 12 (memory optimization; also omitted by to_dict at their defaults)
+STAGE12_FIELDS = ("checkpoint", "attention")
 
 # the projections that write into the residual stream (GELU MLP: proj; SwiGLU: w2 = down)
 RESIDUAL_PROJECTIONS = ("out_proj.weight", "ffn.proj.weight", "ffn.w2.weight")
@@ -84,12 +89,20 @@ class GPTConfig:
     n_kv_heads: int | None = None   # None = n_heads (MHA); 1 = MQA; in between = GQA
     rope_theta: float = 10000.0     # RoPE base θ
     rope_scaling: dict[str, Any] | None = None  # Llama 3's {"rope_type": "llama3", ...} or None
+    # stage 12: activation checkpointing and the attention kernel (defaults = stage 8's model)
+    checkpoint: str = "none"        # none | blocks | sqrt | selective
+    attention: str = "naive"        # naive | tiled | online | flash
 
     def __post_init__(self) -> None:
         if self.norm_type not in NORM_TYPES:
             raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {self.norm_type!r}")
         if self.ffn_type not in FFN_TYPES:
             raise ValueError(f"ffn_type must be one of {FFN_TYPES}, got {self.ffn_type!r}")
+        if self.checkpoint not in CHECKPOINT_MODES:
+            raise ValueError(f"checkpoint must be one of {CHECKPOINT_MODES}, "
+                             f"got {self.checkpoint!r}")
+        if self.attention not in KERNELS:
+            raise ValueError(f"attention must be one of {KERNELS}, got {self.attention!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by "
                              f"n_heads={self.n_heads}")
@@ -132,7 +145,7 @@ class GPTConfig:
         so a GPT-2 config records (and resumes) exactly as it did before they existed."""
         d = asdict(self)
         for f in fields(self):
-            if f.name in STAGE14_FIELDS and d[f.name] == f.default:
+            if f.name in STAGE14_FIELDS + STAGE12_FIELDS and d[f.name] == f.default:
                 del d[f.name]
         return d
 
@@ -212,6 +225,11 @@ class GPT(CausalLM):
                   n_kv_heads=c.n_kv_heads, rope_theta=c.rope_theta,
                   rope_scaling=c.rope_scaling)
             for _ in range(c.n_layers))
+        if c.attention != "naive" or c.checkpoint == "selective":  # stage 12
+            for blk in self.blocks:
+                assert isinstance(blk, Block)
+                blk.attn.sdpa = attention_function(c.attention,
+                                                   selective=c.checkpoint == "selective")
         # pre-LN leaves the residual stream un-normalized: one more norm before the head
         self.final_norm: Module | None = None
         if c.placement == "pre" and c.norm:
@@ -248,13 +266,17 @@ class GPT(CausalLM):
                              f"{self.context_length}")
         x = self.drop(self._embed(ids))  # (B, T, C)
         maps: list[np.ndarray] = []
-        for blk in self.blocks:
-            assert isinstance(blk, Block)
-            if need_weights:
-                x, w = blk.attention_weights(x)
-                maps.append(w)
-            else:
-                x = blk(x)
+        segments = segment_sizes(len(self.blocks), self.config.checkpoint)
+        if segments and not need_weights:  # stage 12: store segment inputs, recompute the rest
+            x = run_segments(list(self.blocks), segments, x)
+        else:
+            for blk in self.blocks:
+                assert isinstance(blk, Block)
+                if need_weights:
+                    x, w = blk.attention_weights(x)
+                    maps.append(w)
+                else:
+                    x = blk(x)
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x, maps

@@ -64,6 +64,8 @@ class MultiHeadAttention(Module):
     ((1, 5, 8), (1, 2, 5, 5))
     """
 
+    sdpa: Any = None  # stage 12: an attention function (spiral.nn.attention_kernels)
+
     def __init__(self, d_model: int, n_heads: int, *, bias: bool = False, causal: bool = True,
                  dropout: float = 0.0, rng: np.random.Generator | None = None,
                  dtype: Any = np.float32, positional: str = "learned",
@@ -137,8 +139,9 @@ class MultiHeadAttention(Module):
             q, k = self.rotary(q, k)
         qg, mask = self._grouped(q, self.bias(Tq, k.shape[-2], q.data.dtype))
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(qg, self._kv(k), self._kv(v), attn_mask=mask,
-                                           dropout_p=p, rng=self.rng if p else None)
+        sdpa = self.sdpa or F.scaled_dot_product_attention  # stage 12: another kernel
+        y = sdpa(qg, self._kv(k), self._kv(v), attn_mask=mask, dropout_p=p,
+                 rng=self.rng if p else None)
         # (B, [Hkv, G,] Tq, hd) -> (B, H, Tq, hd) -> (B, Tq, H, hd) -> (B, Tq, C)
         y = y.reshape(B, self.n_heads, Tq, self.head_dim)
         return y.transpose(1, 2).reshape(B, Tq, self.d_model)
