@@ -105,7 +105,9 @@ def test_nbytes_counts_packed_int4_at_half_a_byte_per_weight() -> None:
     lin = _layer(np.random.default_rng(4), 48, 24)  # float64 layer: scales and bias float64
     q = QuantLinear.from_linear(lin, 4, granularity="group", group_size=16)
     groups = 24 * 48 // 16
-    assert nbytes(q) == 24 * 48 // 2 + groups * (8 + 4) + 24 * 8  # codes, scale+zp, bias
+    assert nbytes(q) == 24 * 48 // 2 + groups * 8 + 24 * 8  # codes, scales, bias (z = 0)
+    qa = QuantLinear.from_linear(lin, 4, granularity="group", group_size=16, symmetric=False)
+    assert nbytes(qa) == nbytes(q) + groups  # one uint8 zero point per group
     assert nbytes(lin) == (24 * 48 + 24) * 8
     m = _tiny_gpt()
     before = nbytes(m)

@@ -31,11 +31,11 @@ def per_weight(layer: QuantLinear) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     codes = layer.codes().reshape(out, inn).astype(np.int32)
     if layer.granularity == "tensor":
         s = np.full((out, 1), float(np.asarray(layer.scale).ravel()[0]))
-        z = np.full((out, 1), int(np.asarray(layer.zero_point).ravel()[0]))
+        z = np.full((out, 1), int(layer.qtensor().zero_point.ravel()[0]))
         return codes, s, z, inn
     g = inn if layer.granularity == "channel" else layer._rows_shape[1]
     return (codes, np.asarray(layer.scale, np.float64).reshape(out, inn // g),
-            np.asarray(layer.zero_point).reshape(out, inn // g).astype(np.int32), g)
+            layer.qtensor().zero_point.reshape(out, inn // g).astype(np.int32), g)
 
 
 def ggml_type(layer: QuantLinear) -> str | None:

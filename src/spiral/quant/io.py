@@ -89,7 +89,10 @@ def load_quantized(model: Module, path: str | Path) -> list[str]:
             n = int(np.prod(rows_shape))
             codes = (unpack_int4(stored, n, cfg["symmetric"]) if cfg["bits"] <= 4
                      else stored).reshape(rows_shape)
-            q = QTensor(codes, arrays[f"{name}.scale"], arrays[f"{name}.zero_point"],
+            scale = arrays[f"{name}.scale"]
+            zp = (np.zeros(scale.shape, np.int32) if cfg["symmetric"]
+                  else arrays[f"{name}.zero_point"].astype(np.int32))
+            q = QTensor(codes, scale, zp,
                         cfg["bits"], cfg["symmetric"], cfg["granularity"], tuple(cfg["shape"]))
             built[name] = QuantLinear(q, arrays.get(f"{name}.qbias"), cfg["act_bits"],
                                       dtype=arrays[f"{name}.scale"].dtype)

@@ -39,7 +39,7 @@ class QuantLinear(Module):
 
     qweight: np.ndarray  # codes (int8/uint8), or uint8 bytes holding two INT4 codes each
     scale: np.ndarray  # (rows, 1)
-    zero_point: np.ndarray  # (rows, 1) int32
+    zero_point: np.ndarray | None  # (rows, 1) uint8 when asymmetric; symmetric stores none
     qbias: np.ndarray | None  # (out,)
 
     def __init__(self, qweight: QTensor, bias: np.ndarray | None, act_bits: int | None,
@@ -62,7 +62,8 @@ class QuantLinear(Module):
         stored = pack_int4(codes) if qweight.bits <= 4 else codes
         self.register_buffer("qweight", stored)
         self.register_buffer("scale", qweight.scale.astype(dtype))
-        self.register_buffer("zero_point", qweight.zero_point)
+        self.register_buffer("zero_point", None if qweight.symmetric
+                             else np.asarray(qweight.zero_point).astype(np.uint8))
         self.register_buffer("qbias", None if bias is None else np.asarray(bias, dtype=dtype))
 
     @classmethod
@@ -89,7 +90,9 @@ class QuantLinear(Module):
                 "shape": [self.out_features, self.in_features]}
 
     def qtensor(self) -> QTensor:
-        return QTensor(self.codes(), self.scale, self.zero_point, self.bits, self.symmetric,
+        zp = (np.zeros(self.scale.shape, np.int32) if self.zero_point is None
+              else self.zero_point.astype(np.int32))
+        return QTensor(self.codes(), self.scale, zp, self.bits, self.symmetric,
                        self.granularity, (self.out_features, self.in_features))
 
     @property
