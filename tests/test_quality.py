@@ -114,6 +114,9 @@ OPTIONAL_IMPORTS = {
               "src/spiral/experiments/memory/torch_compare.py"),
     # the benchmarks' PyTorch twin of our GPT, read from the checkout (stage 11's comparison)
     "benchmarks": "src/spiral/experiments/memory/torch_compare.py",
+    "starlette": ("src/spiral/inference/serve.py",          # `spiral serve` (serve extra)
+                  "src/spiral/inference/serve_cli.py"),
+    "uvicorn": "src/spiral/inference/serve_cli.py",
     "gguf": "src/spiral/quant/gguf_io.py",  # GGUF export (gguf extra)
 }
 

@@ -20,6 +20,7 @@ EXTENSIONS = (
     "spiral.tokenizers.cli:add_subparser",
     "spiral.train_cli:add_subparser",
     "spiral.align.cli:add_parser",
+    "spiral.inference.serve_cli:add_parser",
     "spiral.finetune.cli:add_parser",
 )
 

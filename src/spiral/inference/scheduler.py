@@ -173,6 +173,17 @@ class Engine:
         for r, z in zip(rows, logits[:, -1]):
             self._sample(r, z, info)
 
+    def abort(self, request: Request, reason: str = "abort") -> None:
+        """Stop a request now (a stop string matched, the client left); its blocks return."""
+        if request in self.waiting:
+            self.waiting.remove(request)
+        if request in self.running:
+            self.running.remove(request)
+            self.pool.free_sequence(request.id)
+        if request.finish_reason is None:
+            request.finish_reason = reason
+        self.finished.append(request)
+
     def step(self) -> StepInfo:
         """One iteration: admit and prefill, decode the others, retire the finished."""
         info = StepInfo()
