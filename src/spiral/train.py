@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from spiral.amp import PRECISIONS, GradScaler, autocast
 from spiral.data import sample_batch
 from spiral.evaluate import evaluate
 from spiral.nn import functional as F
@@ -61,6 +62,7 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     threads: int | None = 1       # BLAS threads while training (None = leave as is)
+    precision: str = "float32"    # stage 12: float32 | bfloat16 | float16 (+ loss scaling)
 
     def __post_init__(self) -> None:
         at_least = {"max_steps": 1, "batch_size": 1, "seq_len": 1, "grad_accum": 1,
@@ -85,11 +87,17 @@ class TrainConfig:
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"TrainConfig.schedule must be 'cosine' or 'constant', "
                              f"got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, "
+                             f"got {self.precision!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"TrainConfig.threads must be >= 1 or None, got {self.threads!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["precision"] == "float32":  # stage 12's field: recorded only when set
+            del d["precision"]
+        return d
 
 
 def lr_multiplier(config: TrainConfig) -> Callable[[int], float]:
@@ -177,6 +185,7 @@ def _train(model: Module, optimizer: Any, train_ids: np.ndarray, val_ids: np.nda
                     if ln.strip() and json.loads(ln)["step"] <= state.step]
             metrics.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
     params = list(model.parameters())
+    scaler = GradScaler(enabled=config.precision == "float16")  # stage 12 (a fresh scale)
     tokens_per_step = config.batch_size * config.seq_len * config.grad_accum
     losses: list[float] = []
     t_last = time.perf_counter()
@@ -192,12 +201,15 @@ def _train(model: Module, optimizer: Any, train_ids: np.ndarray, val_ids: np.nda
         total = 0.0
         for _ in range(config.grad_accum):
             x, y = sample_batch(train_ids, config.batch_size, config.seq_len, rng)
-            loss = loss_on_batch(model, x, y)
-            (loss / config.grad_accum).backward()  # mean over micro-batches, not their sum
+            with autocast(config.precision):  # stage 12: matmuls in low precision
+                loss = loss_on_batch(model, x, y)
+            scaler.scale(loss / config.grad_accum).backward()  # mean over micro-batches
             total += float(loss.item()) / config.grad_accum
+        scaler.unscale_(optimizer)  # float16: clip the true gradients, skip inf/NaN steps
         if config.grad_clip > 0:
             clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad()
         state.step += 1
         steps_since += 1

@@ -25,7 +25,8 @@ _TRAIN_TYPES: dict[str, Any] = {
     "eval_tokens": ca.positive_int, "checkpoint_interval": ca.nonneg_int,
     "threads": ca.positive_int,
 }
-_TRAIN_CHOICES: dict[str, tuple[str, ...]] = {"schedule": ("cosine", "constant")}
+_TRAIN_CHOICES: dict[str, tuple[str, ...]] = {"schedule": ("cosine", "constant"),
+                                               "precision": ("float32", "bfloat16", "float16")}
 _MLP_TYPES: dict[str, Any] = {
     "n_context": ca.positive_int, "d_embed": ca.positive_int, "d_hidden": ca.positive_int,
     "n_layers": ca.nonneg_int, "dropout": ca.probability, "head_init_scale": ca.positive_float,
@@ -39,7 +40,9 @@ _GPT_TYPES: dict[str, Any] = {
     "init_std": ca.positive_float,
 }
 _GPT_CHOICES: dict[str, tuple[str, ...]] = {"placement": ("pre", "post"),
-                "positional": ("learned", "sinusoidal", "rope", "rope_halves", "alibi", "none")}
+                "positional": ("learned", "sinusoidal", "rope", "rope_halves", "alibi", "none"),
+                "checkpoint": ("none", "blocks", "sqrt", "selective"),  # stage 12
+                "attention": ("naive", "tiled", "online", "flash")}
 
 
 def _flag(name: str) -> str:
