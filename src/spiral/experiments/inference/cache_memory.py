@@ -82,7 +82,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     base = base_config(config.base)
     ctx = max(max(config.lengths), base.context_length)
     heads = sorted({base.n_heads, base.kv_heads, 1}, reverse=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for hkv in heads:
         m = random_model(base, seed, n_kv_heads=hkv, context_length=ctx)
         for t in config.lengths:
@@ -97,7 +97,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                              np.random.default_rng(seed), vocab_size=base.vocab_size,
                              prompt_len=(1, trace_ctx // 2), new_tokens=(1, trace_ctx // 2))
         waste[bs] = fragmentation(trace_ctx, base, bs, reqs, config.max_batch)
-    per_token = {}
+    per_token: dict[str, dict[str, float]] = {}
     for hkv in heads:  # the slope of measured bytes vs t: the fixed array headers drop out
         rs = [r for r in rows if r["n_kv_heads"] == hkv]
         slope, fixed = np.polyfit([r["length"] for r in rs], [r["measured"] for r in rs], 1)

@@ -54,7 +54,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     model = random_model(cfg, seed, context_length=ctx)
     V = cfg.vocab_size
     ids = np.random.default_rng(seed).integers(0, V, (1, ctx))
-    kernels = []
+    kernels: list[dict[str, Any]] = []
     for T in config.prefill:
         def pre(T: int = T) -> None:
             with no_grad():
