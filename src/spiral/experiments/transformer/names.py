@@ -60,7 +60,8 @@ def cut_fraction(names: list[str], T: int) -> float:
 
 def _train_seed(job: dict[str, Any]) -> dict[str, Any]:
     """One seed: train on the fixed split, score validation at every window and test once
-    (``job["score_test"] = False`` for a tuning trial, which must not look at test)."""
+    (``job["score_test"] = False`` for a tuning trial, which must not look at test;
+    ``job["model_overrides"]``: extra GPTConfig fields, e.g. stage 14's Llama switches)."""
     from threadpoolctl import threadpool_limits
 
     from spiral import data
@@ -77,7 +78,7 @@ def _train_seed(job: dict[str, Any]) -> dict[str, Any]:
     tr, va, te = (tok.encode_array(x) for x in (s.train, s.val, s.test))
     cfg = GPTConfig(vocab_size=tok.vocab_size, context_length=c.context_length,
                     n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model,
-                    dropout=c.dropout)
+                    dropout=c.dropout, **job.get("model_overrides", {}))
     model = GPT(cfg, rng=np.random.default_rng(seed))
     tcfg = TrainConfig(max_steps=c.max_steps, batch_size=c.batch_size,
                        seq_len=c.context_length, lr=c.lr, warmup_steps=c.warmup_steps,
