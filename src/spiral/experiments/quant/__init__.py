@@ -1,0 +1,1 @@
+"""Experiments on quantization: error bounds, outliers, GPTQ, AWQ, QAT, sizes (stage 18)."""
