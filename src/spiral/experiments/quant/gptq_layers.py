@@ -108,6 +108,9 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     ax.set_yticks(y, names, fontsize=6)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("held-out relative output error ‖X(W − Ŵ)ᵀ‖² / ‖XWᵀ‖²")
     ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return {"gptq_layers": fig}

@@ -90,25 +90,23 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    fig, ax = new_figure(1, 1, width=6.4, height=3.4)
+    fig, ax = new_figure(1, 1, width=6.4, height=3.2)
     rows = results["rows"]
-    styles = {"RTN": ("o", PALETTE[1]), "GPTQ": ("s", PALETTE[2]), "AWQ": ("^", PALETTE[3]),
-              "INT8": ("D", PALETTE[4]), "float32": ("*", PALETTE[0])}
-    done = set()
-    for name, r in rows.items():
-        kind = next(k for k in styles if k in name)
-        mk, col = styles[kind]
-        x = r["bytes"] / 1024
-        if "per channel" in name and kind == "RTN":
-            mk = "x"
-        label = name if kind == "RTN" else kind
-        ax.errorbar(x, r["nats"]["mean"], yerr=r["nats"]["sd"] if r["nats"]["n"] > 1 else None,
-                    marker=mk, color=col, ls="none", capsize=2,
-                    label=None if label in done else label)
-        done.add(label)
-    ax.set_xlabel("model size (KiB, every stored array)")
+    kinds = ["RTN INT{b} per channel", "RTN INT{b} per group", "GPTQ INT{b} per group",
+             "AWQ INT{b} per group"]
+    bits = sorted({r["bits"] for r in rows.values() if r["bits"] < 8}, reverse=True)
+    x = np.arange(len(kinds))
+    for i, b in enumerate(bits):
+        pts = [rows[k.format(b=b)]["nats"] for k in kinds]
+        ax.errorbar(x + 0.12 * (i - (len(bits) - 1) / 2), [p["mean"] for p in pts],
+                    yerr=[p["sd"] if p["n"] > 1 else 0.0 for p in pts], marker="os^"[i],
+                    color=PALETTE[1 + i], ls="none", capsize=3, label=f"{b} bits")
+    ax.axhline(rows["float32"]["nats"]["mean"], color="k", ls=":", lw=0.8, label="float32")
+    ax.axhline(rows["INT8 weight-only per channel"]["nats"]["mean"], color=PALETTE[4],
+               ls="--", lw=0.8, label="INT8 per channel")
+    ax.set_xticks(x, [k.replace(" INT{b}", "") for k in kinds], fontsize=7)
     ax.set_ylabel("validation nats per byte")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6)
     return {"ppl_bits": fig}
 
 

@@ -6,7 +6,8 @@ split, convert to real INT``bits`` layers; (3) the control that separates "quant
 aware" from "trained longer": fine-tune the float model the same steps on the same
 batches, then RTN. All scored by the shared evaluator on the validation split; QAT and the
 control are mean ± sd over data-order seeds. The curve is the fake-quantized model's
-validation loss during QAT (on the first ``curve_tokens`` validation tokens).
+validation loss during QAT (on the first ``curve_tokens`` validation tokens). Both
+fine-tunes use AdamW without weight decay and a cosine decay from ``lr`` to lr/10.
 Chapter: stage 18, "Quantization-aware training".
 """
 
@@ -30,8 +31,8 @@ class Config:
     standin_steps: int = 300
     bits: int = 4
     steps: int = 200
-    batch_size: int = 8
-    lr: float = 3e-4
+    batch_size: int = 16
+    lr: float = 2e-4
     eval_interval: int = 25
     curve_tokens: int = 8192
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -40,7 +41,7 @@ class Config:
 
 def _finetune(m: Any, c: Config, seed: int) -> list[dict[str, Any]]:
     tc = TrainConfig(max_steps=c.steps, batch_size=c.batch_size, seq_len=m.context_length,
-                     lr=c.lr, warmup_steps=0, schedule="constant", weight_decay=0.0,
+                     lr=c.lr, warmup_steps=0, schedule="cosine", weight_decay=0.0,
                      eval_interval=c.eval_interval, eval_tokens=c.curve_tokens, seed=seed,
                      progress=False)
     state = train(m, m.configure_optimizer(lr=c.lr, weight_decay=0.0), split_ids("train"),
