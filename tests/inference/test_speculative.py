@@ -119,3 +119,11 @@ def test_stop_token_budget_and_errors() -> None:
         speculative_generate(target, other, [1], 3, np.random.default_rng(0))
     with pytest.raises(ValueError, match="k and max_new_tokens"):
         speculative_generate(target, draft, [1], 3, np.random.default_rng(0), k=-1)
+
+
+def test_alpha_counts_only_tested_drafts() -> None:
+    from spiral.inference import SpeculativeOutput
+
+    out = SpeculativeOutput(drafted=12, accepted=6, per_round=[(4, 0), (4, 2), (4, 4)])
+    # two rejections (rounds 1 and 2); the drafts after them were never tested
+    assert out.alpha == 6 / 8 and out.acceptance_rate == 6 / 12

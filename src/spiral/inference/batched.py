@@ -25,6 +25,7 @@ import numpy as np
 
 from spiral.autograd import Tensor
 from spiral.nn import functional as F
+from spiral.nn.positional import rope_rotate
 from spiral.nn.transformer import MultiHeadAttention
 
 __all__ = ["forward_batch"]
@@ -32,20 +33,39 @@ __all__ = ["forward_batch"]
 
 def _attend_rows(attn: MultiHeadAttention, x: Tensor, caches: Sequence[Any],
                  layer: int) -> Tensor:
-    """Attention of (B, T, C) new positions, row b against caches[b] plus its new keys."""
+    """Attention of (B, T, C) new positions, row b against caches[b] plus its new keys.
+
+    Rows have different key counts n_b, so keys and values are padded to the longest and
+    the padding is masked with −∞ (it gets weight exp(−∞) = 0): one attention call for the
+    batch, as a paged-attention kernel does, instead of one per row."""
     B, T, _ = x.shape
     q, k, v = attn.split_heads(x)
-    rows = []
-    for b, cache in enumerate(caches):
-        qb, kb, vb = q[b:b + 1], k[b:b + 1], v[b:b + 1]
-        if attn.rotary is not None:
-            qb, kb = attn.rotary(qb, kb, offset=cache.length)
-        keys, values = map(np.ascontiguousarray, cache.append(layer, kb.data, vb.data))
-        qg, mask = attn._grouped(qb, attn.bias(T, keys.shape[-2], qb.data.dtype))
-        y = F.scaled_dot_product_attention(qg, Tensor(attn._kv(keys)),
-                                           Tensor(attn._kv(values)), attn_mask=mask)
-        rows.append(y.data.reshape(1, attn.n_heads, T, attn.head_dim))
-    y = Tensor(np.concatenate(rows)).transpose(1, 2).reshape(B, T, attn.d_model)
+    qd, kd, vd = q.data, k.data, v.data
+    if attn.rotary is not None:  # rotate row b by its own positions len_b .. len_b + T − 1
+        cs = [attn.rotary.cos_sin(T, c.length, qd.dtype) for c in caches]
+        cos = np.stack([c for c, _ in cs])[:, None]  # (B, 1, T, hd/2)
+        sin = np.stack([s for _, s in cs])[:, None]
+        qd = rope_rotate(qd, cos, sin, attn.rotary.convention)
+        kd = rope_rotate(kd, cos, sin, attn.rotary.convention)
+    rows = [cache.append(layer, kd[b:b + 1], vd[b:b + 1]) for b, cache in enumerate(caches)]
+    n_max = max(kb.shape[-2] for kb, _ in rows)
+    keys = np.zeros((B, attn.n_kv_heads, n_max, attn.head_dim), dtype=qd.dtype)
+    values = np.zeros_like(keys)
+    mask = np.full((B, attn.n_heads, T, n_max), -np.inf, dtype=qd.dtype)
+    # the queries are the last T of a row's n keys, so its causal mask or ALiBi bias (which
+    # depend on key − query offsets only) is the last n columns of the n_max-key one
+    bias = attn.bias(T, n_max, qd.dtype)
+    for b, (kb, vb) in enumerate(rows):
+        n = kb.shape[-2]
+        keys[b, :, :n], values[b, :, :n] = kb[0], vb[0]
+        mask[b, :, :, :n] = 0.0 if bias is None else bias[..., n_max - n:]
+    G = attn.n_rep
+    if G > 1:  # GQA: (B, Hkv, G, T, ·) queries and mask against (B, Hkv, 1, n, hd) keys
+        qd = qd.reshape(B, attn.n_kv_heads, G, T, attn.head_dim)
+        mask = mask.reshape(B, attn.n_kv_heads, G, T, n_max)
+    y = F.scaled_dot_product_attention(Tensor(qd), Tensor(attn._kv(keys)),
+                                       Tensor(attn._kv(values)), attn_mask=mask)
+    y = y.reshape(B, attn.n_heads, T, attn.head_dim).transpose(1, 2).reshape(B, T, attn.d_model)
     return attn.resid_drop(attn.out_proj(y))
 
 

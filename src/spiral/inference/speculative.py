@@ -38,10 +38,19 @@ class SpeculativeOutput:
     rounds: int = 0
     drafted: int = 0
     accepted: int = 0
+    per_round: list[tuple[int, int]] = field(default_factory=list)  # (drafted, accepted)
 
     @property
     def acceptance_rate(self) -> float:
         return self.accepted / self.drafted if self.drafted else float("nan")
+
+    @property
+    def alpha(self) -> float:
+        """Per-token acceptance probability: accepted over tokens actually tested (drafts
+        after a rejection are never tested). The α of the tokens-per-round formula."""
+        rejected = sum(a < d for d, a in self.per_round)
+        tested = self.accepted + rejected
+        return self.accepted / tested if tested else float("nan")
 
 
 def expected_tokens_per_round(alpha: float, k: int) -> float:
@@ -116,6 +125,7 @@ def speculative_generate(target: Any, draft: Any, prompt: Sequence[int], max_new
         n_accepted = len(new) - 1  # every token but the residual or bonus one
         out.rounds, out.drafted, out.accepted = (out.rounds + 1, out.drafted + kr,
                                                  out.accepted + n_accepted)
+        out.per_round.append((kr, n_accepted))
         if stop_token is not None and stop_token in new:
             new = new[:new.index(stop_token) + 1]
             ids += new

@@ -46,3 +46,38 @@ def load_average() -> list[float]:
     """The machine's 1-, 5- and 15-minute load averages: timings on a shared machine are
     labelled with them."""
     return [float(x) for x in os.getloadavg()]
+
+
+def train_draft(target: GPTConfig, steps: int, seed: int = 0, corpus: str = "shakespeare",
+                d_model: int = 16, n_layers: int = 1, n_heads: int = 2) -> GPT:
+    """A small byte-level draft model of the target's vocabulary and context, trained for
+    ``steps`` steps on the corpus's training split (the same text as the target)."""
+    from spiral.data import get_splits
+    from spiral.tokenizers import ByteTokenizer
+    from spiral.train import TrainConfig, train
+
+    tok = ByteTokenizer()
+    splits = get_splits(corpus)
+    train_ids = np.array(tok.encode(splits.train), dtype=np.int64)
+    val_ids = np.array(tok.encode(splits.val), dtype=np.int64)
+    cfg = replace(target, d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_kv_heads=None,
+                  ffn_hidden=None)
+    model = GPT(cfg, rng=np.random.default_rng(seed))
+    tc = TrainConfig(max_steps=steps, batch_size=16, seq_len=min(cfg.context_length, 64),
+                     lr=3e-3, warmup_steps=min(10, steps // 5), eval_interval=steps,
+                     eval_tokens=4096, seed=seed, progress=False)
+    train(model, model.configure_optimizer(lr=tc.lr), train_ids, val_ids, tc,
+          np.random.default_rng(seed))
+    model.eval()
+    return model
+
+
+def val_prompts(n: int, length: int, rng: np.random.Generator,
+                corpus: str = "shakespeare") -> list[list[int]]:
+    """``n`` prompts of ``length`` bytes from random places in the validation split."""
+    from spiral.data import get_splits
+    from spiral.tokenizers import ByteTokenizer
+
+    ids = ByteTokenizer().encode(get_splits(corpus).val)
+    starts = rng.integers(0, len(ids) - length, n)
+    return [list(ids[s:s + length]) for s in starts]

@@ -1,0 +1,168 @@
+"""Speculative decoding on the base model with a small byte-level draft trained here.
+
+For each draft length k: the acceptance rate α (accepted over tested drafts: those after
+a rejection are never tested), tokens per round
+against (1 − α^{k+1}) / (1 − α), and the wall-clock speed-up over plain cached decoding
+against the formula (1 − α^{k+1}) / ((1 − α)(k·c + 1)), with c the draft's decode step time
+over the target's (both measured here). Sampling at temperature 1; greedy decoding is
+checked token for token against the target's own greedy output. Three seeds (three sets
+of validation prompts, three drafts). Timings come from a shared machine and carry its
+load average. Chapter: stage 17.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spiral.experiments.framework import Experiment, mean_sd
+from spiral.experiments.inference.common import (
+    load_average,
+    load_base,
+    train_draft,
+    val_prompts,
+)
+from spiral.inference import (
+    KVCache,
+    expected_speedup,
+    expected_tokens_per_round,
+    forward_cached,
+    generate_cached,
+    speculative_generate,
+)
+from spiral.inference.roofline import best_time
+from spiral.plotting import PALETTE, new_figure
+
+KEYS = ("alpha", "tokens_per_round", "formula_tokens", "speedup", "formula_speedup")
+
+
+@dataclass(frozen=True)
+class Config:
+    base: str = "spiral-book"
+    draft_steps: int = 300
+    ks: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_prompts: int = 4
+    prompt_len: int = 32
+    new_tokens: int = 96
+    standin_steps: int = 60
+
+
+def step_time(model: Any, t: int) -> float:
+    """Best time of one cached decode step at position t."""
+    cache = KVCache.for_model(model, capacity=t + 1)
+    forward_cached(model, np.zeros((1, t), dtype=np.int64), cache)
+
+    def one() -> None:
+        cache.truncate(t)
+        forward_cached(model, np.zeros((1, 1), dtype=np.int64), cache)
+    return best_time(one, 7)
+
+
+def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+    target = load_base(config.base, steps=config.standin_steps).model
+    load = load_average()
+    per_seed: list[dict[str, Any]] = []
+    timeline: list[tuple[int, int]] = []
+    for seed in config.seeds:
+        draft = train_draft(target.config, config.draft_steps, seed)
+        prompts = val_prompts(config.n_prompts, config.prompt_len, np.random.default_rng(seed))
+        mid = config.prompt_len + config.new_tokens // 2
+        c = step_time(draft, mid) / step_time(target, mid)
+        greedy_same = all(
+            speculative_generate(target, draft, p, config.new_tokens, np.random.default_rng(0),
+                                 k=4, temperature=0).tokens ==
+            generate_cached(target, p, config.new_tokens, np.random.default_rng(0),
+                            temperature=0) for p in prompts)
+        t0 = time.perf_counter()
+        for i, p in enumerate(prompts):
+            generate_cached(target, p, config.new_tokens, np.random.default_rng(i))
+        plain = time.perf_counter() - t0
+        rows = {}
+        for k in config.ks:
+            t0 = time.perf_counter()
+            outs = [speculative_generate(target, draft, p, config.new_tokens,
+                                         np.random.default_rng(i), k=k)
+                    for i, p in enumerate(prompts)]
+            spec = time.perf_counter() - t0
+            accepted = sum(o.accepted for o in outs)
+            tested = accepted + sum(a < d for o in outs for d, a in o.per_round)
+            alpha = accepted / tested  # per tested token (see SpeculativeOutput.alpha)
+            full = [r for o in outs for r in o.per_round if r[0] == k]  # rounds of length k
+            rows[str(k)] = {"alpha": alpha, "speedup": plain / spec,
+                            "tokens_per_round": float(np.mean([a + 1 for _, a in full])),
+                            "formula_tokens": expected_tokens_per_round(alpha, k),
+                            "formula_speedup": expected_speedup(alpha, k, c)}
+            if seed == config.seeds[0] and k == 4:
+                timeline = outs[0].per_round
+        per_seed.append({"seed": seed, "cost_ratio": c, "greedy_identical": greedy_same,
+                         "rows": rows})
+    summary = {}
+    for k in config.ks:
+        s = [p["rows"][str(k)] for p in per_seed]
+        summary[str(k)] = {key: mean_sd([r[key] for r in s]) for key in s[0]}
+    return {"per_seed": per_seed, "summary": summary, "timeline": timeline,
+            "cost_ratio": mean_sd([p["cost_ratio"] for p in per_seed]),
+            "load_average": [load, load_average()],
+            "table": {"columns": ["k", "acceptance α", "tokens/round (measured)",
+                                  "tokens/round (formula)", "speed-up (measured)",
+                                  "speed-up (formula)"],
+                      "rows": [[k] + [_fmt(summary[str(k)][key]) for key in KEYS]
+                               for k in config.ks]}}
+
+
+def _fmt(s: dict[str, Any]) -> str:
+    return f"{s['mean']:.2f} ± {s['sd']:.2f}" if s["n"] > 1 else f"{s['mean']:.2f} (one run)"
+
+
+def plot(results: dict[str, Any]) -> dict[str, Any]:
+    s = results["summary"]
+    ks = [int(k) for k in s]
+    fig, ax = new_figure(1, 2, width=9.0, height=3.4)
+    for j, (key, label) in enumerate([("speedup", "measured (wall clock)"),
+                                      ("formula_speedup", "formula from α and c")]):
+        m = [s[str(k)][key]["mean"] for k in ks]
+        sd = [s[str(k)][key]["sd"] for k in ks]
+        ax[0].errorbar(ks, m, yerr=sd, fmt="o-" if j == 0 else "s--", color=PALETTE[j],
+                       ms=4, capsize=2, label=label)
+    ax[0].axhline(1.0, color="#999999", lw=0.7, ls=":")
+    ax[0].set_xlabel("draft length k")
+    ax[0].set_ylabel("speed-up over plain decoding")
+    c = results["cost_ratio"]["mean"]
+    ax[0].set_title(f"draft/target step cost c = {c:.2f}; "
+                    f"load {results['load_average'][0][0]:.1f}", fontsize=8)
+    ax[0].legend(fontsize=7)
+    tl = results["timeline"]
+    x = np.arange(len(tl))
+    acc = np.array([a for _, a in tl])
+    rej = np.array([d - a for d, a in tl])
+    ax[1].bar(x, acc, color=PALETTE[2], label="draft tokens accepted")
+    ax[1].bar(x, rej, bottom=acc, color=PALETTE[3], label="drafted, rejected")
+    ax[1].bar(x, np.ones(len(tl)), bottom=acc + rej, color=PALETTE[0], alpha=0.5,
+              label="target's token (residual or bonus)")
+    ax[1].set_xlabel("round (k = 4, one prompt)")
+    ax[1].set_ylabel("tokens")
+    ax[1].legend(fontsize=6)
+    return {"speculative": fig}
+
+
+def check(results: dict[str, Any]) -> None:
+    assert all(p["greedy_identical"] for p in results["per_seed"])
+    for row in results["summary"].values():
+        assert 0 < row["alpha"]["mean"] < 1
+        measured, formula = row["tokens_per_round"]["mean"], row["formula_tokens"]["mean"]
+        assert abs(measured - formula) / formula < 0.2, (measured, formula)
+
+
+EXPERIMENT = Experiment(
+    name="inference_speculative", stage=17,
+    title="Speculative decoding: acceptance, tokens per round and speed-up vs draft length",
+    quick=Config(base="standin", draft_steps=20, ks=(1, 2, 4), seeds=(0,), n_prompts=3,
+                 prompt_len=8, new_tokens=20, standin_steps=40),
+    full=Config(), run=run, plot=plot, check=check,
+    summary=lambda r: [(f"speed-up at k = {k}", v["speedup"]["mean"])
+                       for k, v in r["summary"].items()],
+)
