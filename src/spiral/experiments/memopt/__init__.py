@@ -1,0 +1,1 @@
+"""Experiments of stage 12: checkpointing, flash attention, mixed precision."""
