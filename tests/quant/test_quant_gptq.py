@@ -143,3 +143,17 @@ def test_sequential_gptq_calibrates_each_layer_on_the_quantized_model_before_it(
     first = "blocks.0.attn.qkv_proj"  # the first layer sees float inputs either way
     np.testing.assert_array_equal(dict(seq.named_modules())[first].codes(),  # type: ignore[operator]
                                   dict(flat.named_modules())[first].codes())  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_column_losses_add_up_to_the_final_quadratic_loss(act_order: bool) -> None:
+    """Each OBS step's loss increase is exact for a quadratic, so they sum to ½ δᵀ(H+λI)δ."""
+    rng = np.random.default_rng(7)
+    x, w = _correlated_inputs(rng, 300, 24), rng.standard_normal((5, 24))
+    h = hessian(x)
+    losses: list[float] = []
+    q = gptq_quantize(w, h, 3, blocksize=5, act_order=act_order, column_losses=losses)
+    d = w - dequantize(q)
+    assert len(losses) == 24
+    np.testing.assert_allclose(sum(losses), 0.5 * np.einsum("ri,ij,rj->", d, damped(h), d),
+                               rtol=1e-9)

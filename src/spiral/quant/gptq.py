@@ -73,8 +73,13 @@ def damped(h: np.ndarray, percdamp: float = 0.01) -> np.ndarray:
 
 def gptq_quantize(weight: np.ndarray, h: np.ndarray, bits: int = 4, *, symmetric: bool = True,
                   granularity: str = "channel", group_size: int = 128, blocksize: int = 128,
-                  percdamp: float = 0.01, act_order: bool = False) -> QTensor:
-    """GPTQ-quantize ``weight`` (out, in) given the Hessian ``h`` (in, in) of its inputs."""
+                  percdamp: float = 0.01, act_order: bool = False,
+                  column_losses: list[float] | None = None) -> QTensor:
+    """GPTQ-quantize ``weight`` (out, in) given the Hessian ``h`` (in, in) of its inputs.
+
+    ``column_losses``, if given, receives each column's OBS loss increase in processing
+    order, Σ_rows (w_q − quant(w_q))² / (2 [H_F⁻¹]_qq); they sum to ½ Σ_rows δᵀ(H + λI)δ.
+    """
     w = np.array(weight, dtype=np.float64)
     n = w.shape[-1]
     if w.ndim != 2 or h.shape != (n, n):
@@ -100,6 +105,8 @@ def gptq_quantize(weight: np.ndarray, h: np.ndarray, bits: int = 4, *, symmetric
             qc = quantize_column(col, s_p[:, i1 + i], z_p[:, i1 + i], bits, symmetric)
             q[:, i1 + i] = qc
             err = (col - qc) / u1[i, i]
+            if column_losses is not None:
+                column_losses.append(float(np.sum(err**2) / 2))
             w1[:, i:] -= np.outer(err, u1[i, i:])
             err1[:, i] = err
         w[:, i2:] -= err1 @ u[i1:i2, i2:]  # the lazy batched update of later columns

@@ -7,7 +7,9 @@ windows (training split, per seed) and on held-out windows (validation split). G
 to search exhaustively — the first ``tiny_in`` inputs of ``tiny_rows`` rows of the first
 FFN's down projection — every rounding of every row to one of the four nearest grid points
 (4^tiny_in per row) is tried, and GPTQ's and RTN's objective (w − ŵ)ᵀ H (w − ŵ) is compared
-with the best. Chapter: stage 18, "GPTQ".
+with the best. Last, GPTQ's loss over columns on that FFN layer (all of it): the OBS loss
+increase of each column in processing order, accumulated, in natural and act-order, beside
+RTN's loss ½ Σ_rows δᵀ(H + λI)δ on the same damped Hessian. Chapter: stage 18, "GPTQ".
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from spiral.experiments.framework import Experiment, mean_sd
 from spiral.experiments.quant.common import calibration, fmt, layer_inputs, load
 from spiral.plotting import PALETTE, new_figure
 from spiral.quant import dequantize, gptq_quantize, hessian, quantize
-from spiral.quant.gptq import grid
+from spiral.quant.gptq import damped, grid
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,18 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     cal0 = layer_inputs(model, calibration(c.calib_windows, T, c.seeds[0]))
     wt = mods[tiny_name].weight.data.astype(np.float64)[:c.tiny_rows, :c.tiny_in]
     tiny = _exhaustive(wt, hessian(cal0[tiny_name][:, :c.tiny_in]), c.bits)
+    wf = mods[tiny_name].weight.data.astype(np.float64)
+    h = hessian(cal0[tiny_name])
+    columns: dict[str, Any] = {}
+    for label, ao in (("natural order", False), ("act-order", True)):
+        losses: list[float] = []
+        gptq_quantize(wf, h, c.bits, act_order=ao, column_losses=losses)
+        columns[label] = np.cumsum(losses).tolist()
+    d = wf - dequantize(quantize(wf, c.bits, granularity="channel"))
+    columns["rtn_total"] = float(0.5 * np.einsum("ri,ij,rj->", d, damped(h), d))
     rows = [[n, f"{v['rtn']:.5f}", fmt(v["gptq"], 5),
              f"{v['gptq']['mean'] / v['rtn']:.2f}"] for n, v in summary.items()]
-    return {"layers": summary, "never_worse": never_worse, "tiny": tiny,
+    return {"layers": summary, "never_worse": never_worse, "tiny": tiny, "columns": columns,
             "tiny_layer": tiny_name, "gptq_over_rtn": mean_sd(
                 [v["gptq"]["mean"] / v["rtn"] for v in summary.values()]),
             "table": {"columns": ["layer", "RTN rel. error", "GPTQ rel. error", "GPTQ / RTN"],
@@ -97,7 +108,8 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
-    fig, ax = new_figure(1, 1, width=6.4, height=3.0)
+    fig, (ax, bx) = new_figure(1, 2, width=8.4, height=3.2,
+                               gridspec_kw={"width_ratios": [1.6, 1]})
     names = list(results["layers"])
     y = np.arange(len(names))
     ax.barh(y - 0.2, [results["layers"][n]["rtn"] for n in names], 0.4, color=PALETTE[1],
@@ -113,6 +125,14 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("held-out relative output error ‖X(W − Ŵ)ᵀ‖² / ‖XWᵀ‖²")
     ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    cols = results["columns"]
+    for i, k in enumerate(("natural order", "act-order")):
+        bx.plot(np.arange(1, len(cols[k]) + 1), cols[k], color=PALETTE[2 + i], lw=1.2,
+                label=f"GPTQ, {k}")
+    bx.axhline(cols["rtn_total"], color=PALETTE[1], ls="--", lw=1, label="RTN (total)")
+    bx.set_xlabel(f"columns of {results['tiny_layer']} quantized")
+    bx.set_ylabel("accumulated loss ½δᵀHδ")
+    bx.legend(fontsize=6)
     return {"gptq_layers": fig}
 
 
@@ -121,6 +141,8 @@ def check(results: dict[str, Any]) -> None:
     t = results["tiny"]
     assert t["gptq_over_opt"]["mean"] >= 1 - 1e-9 and t["rtn_over_opt"]["mean"] >= 1 - 1e-9
     assert t["gptq_over_opt"]["mean"] <= t["rtn_over_opt"]["mean"]
+    cols = results["columns"]
+    assert max(cols["natural order"][-1], cols["act-order"][-1]) < cols["rtn_total"]
 
 
 EXPERIMENT = Experiment(
