@@ -129,3 +129,16 @@ def test_the_client_raises_on_errors_and_chat_says_why(server: Any) -> None:
     with pytest.raises(openai.NotFoundError, match="chat template"):
         client(url).chat.completions.create(model=name, messages=[{"role": "user",
                                                                    "content": "hi"}])
+
+
+def test_a_bounded_load_test_completes_every_request(server: Any) -> None:
+    from spiral.inference.loadtest import load_test
+
+    url, _, _, name = server
+    out = load_test(url, name, [f"Line {i}" for i in range(9)], n_clients=3, max_tokens=8)
+    assert out["completed"] == 9 and out["errors"] == 0
+    assert out["completion_tokens"] == 9 * 8 and out["p99_s"] >= out["p50_s"] > 0
+    bad = load_test(url, "not-served", ["x", "y"], n_clients=2, max_tokens=2)
+    assert bad["errors"] == 2 and bad["completed"] == 0  # errors are counted, not hidden
+    with pytest.raises(ValueError, match="loopback"):
+        load_test("http://example.com", name, ["x"])
