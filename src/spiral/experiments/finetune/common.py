@@ -88,7 +88,7 @@ def run_one(base: str, ft: FinetuneConfig, lr: float, seed: int, rc: RunConfig,
                      warmup_steps=rc.warmup_steps, weight_decay=rc.weight_decay,
                      eval_interval=rc.eval_interval, eval_tokens=rc.eval_tokens, seed=seed,
                      progress=False)
-    splits = get_splits("names")
+    splits: Any = get_splits("names")
     if rc.score_tokens is not None:  # quick variants: a prefix of validation (bytes = tokens)
         splits = SimpleNamespace(name=splits.name, train=splits.train,
                                  val=splits.val[:rc.score_tokens])
