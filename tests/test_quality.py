@@ -107,11 +107,13 @@ OPTIONAL_IMPORTS = {
     "markdown": "src/spiral/coverage.py",         # heading slugs (docs extra)
     "mkdocs": "src/spiral/book.py",
     "huggingface_hub": "src/spiral/hub/api.py",   # downloads by hub id (hub extra)
-    "transformers": "src/spiral/experiments/hub/parity.py",  # the reference (hub extra)
+    "transformers": ("src/spiral/experiments/hub/parity.py",  # the reference (hub extra)
+                     "src/spiral/experiments/inference/torch_ratio.py"),
     "tokenizers": "src/spiral/experiments/hub/parity.py",
     "torch": ("src/spiral/distributed/runtime.py",        # the transport (distributed extra)
               "src/spiral/profiling/memory_witness.py",   # stage 11's torch witness
-              "src/spiral/experiments/memory/torch_compare.py"),
+              "src/spiral/experiments/memory/torch_compare.py",
+              "src/spiral/experiments/inference/torch_ratio.py"),  # stage 17's PyTorch ratio
     # the benchmarks' PyTorch twin of our GPT, read from the checkout (stage 11's comparison)
     "benchmarks": "src/spiral/experiments/memory/torch_compare.py",
     "starlette": ("src/spiral/inference/serve.py",          # `spiral serve` (serve extra)

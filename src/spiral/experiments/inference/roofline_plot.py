@@ -121,7 +121,7 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
 def check(results: dict[str, Any]) -> None:
     ks = results["kernels"]
     dec1 = next(k for k in ks if k["kind"] == "decode" and k["n"] == 1)
-    assert dec1["intensity"] < 0.6 < results["ridge"]  # decode is memory-bound
+    assert dec1["intensity"] < 1.0 < results["ridge"]  # decode is memory-bound
     pre = [k for k in ks if k["kind"] == "prefill"]
     assert pre[-1]["intensity"] > 10 * dec1["intensity"]
     batched = [k for k in ks if k["kind"] == "decode"]

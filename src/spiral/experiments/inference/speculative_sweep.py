@@ -129,6 +129,7 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         ax[0].errorbar(ks, m, yerr=sd, fmt="o-" if j == 0 else "s--", color=PALETTE[j],
                        ms=4, capsize=2, label=label)
     ax[0].axhline(1.0, color="#999999", lw=0.7, ls=":")
+    ax[0].set_xticks(ks)
     ax[0].set_xlabel("draft length k")
     ax[0].set_ylabel("speed-up over plain decoding")
     c = results["cost_ratio"]["mean"]
@@ -140,12 +141,14 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     acc = np.array([a for _, a in tl])
     rej = np.array([d - a for d, a in tl])
     ax[1].bar(x, acc, color=PALETTE[2], label="draft tokens accepted")
-    ax[1].bar(x, rej, bottom=acc, color=PALETTE[3], label="drafted, rejected")
+    ax[1].bar(x, rej, bottom=acc, color=PALETTE[3],
+              label="drafted, not accepted (rejected, or untested after a rejection)")
     ax[1].bar(x, np.ones(len(tl)), bottom=acc + rej, color=PALETTE[0], alpha=0.5,
               label="target's token (residual or bonus)")
     ax[1].set_xlabel("round (k = 4, one prompt)")
     ax[1].set_ylabel("tokens")
-    ax[1].legend(fontsize=6)
+    ax[1].set_ylim(0, 7.5)
+    ax[1].legend(fontsize=6, loc="upper left")
     return {"speculative": fig}
 
 
