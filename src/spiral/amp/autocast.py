@@ -49,39 +49,47 @@ class _RoundFn(Function):
     """Round to a low-precision format in forward AND round the gradient in backward."""
 
     @staticmethod
-    def forward(ctx: Any, x: np.ndarray, low: Any) -> np.ndarray:
-        ctx.low = low
+    def forward(ctx: Any, x: np.ndarray, low: Any, record: list[np.ndarray] | None
+                ) -> np.ndarray:
+        ctx.low, ctx.record = low, record
         return x.astype(low).astype(x.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: np.ndarray) -> tuple[Any, None]:
-        return grad.astype(ctx.low).astype(grad.dtype), None
+    def backward(ctx: Any, grad: np.ndarray) -> tuple[Any, None, None]:
+        if ctx.record is not None:
+            ctx.record.append(grad.copy())  # the gradient as it arrives, before rounding
+        with np.errstate(over="ignore"):
+            return grad.astype(ctx.low).astype(grad.dtype), None, None
 
 
-def round_tensor(x: Tensor, dtype: str) -> Tensor:
-    """x rounded to ``dtype`` (float16 | bfloat16), its gradient rounded the same way."""
-    return _RoundFn.apply(x, dtype_of(dtype))
+def round_tensor(x: Tensor, dtype: str, record: list[np.ndarray] | None = None) -> Tensor:
+    """x rounded to ``dtype`` (float16 | bfloat16), its gradient rounded the same way
+    (and, with ``record``, the unrounded gradient appended to that list)."""
+    return _RoundFn.apply(x, dtype_of(dtype), record)
 
 
-def _lower(fn: Any, dtype: str, n_inputs: int) -> Any:
+def _lower(fn: Any, dtype: str, n_inputs: int, record: list[np.ndarray] | None) -> Any:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        args = tuple(round_tensor(a, dtype) if i < n_inputs and isinstance(a, Tensor) else a
-                     for i, a in enumerate(args))
+        args = tuple(round_tensor(a, dtype, record) if i < n_inputs and isinstance(a, Tensor)
+                     else a for i, a in enumerate(args))
         if "bias" in kwargs and isinstance(kwargs["bias"], Tensor):
-            kwargs["bias"] = round_tensor(kwargs["bias"], dtype)
-        return round_tensor(fn(*args, **kwargs), dtype)
+            kwargs["bias"] = round_tensor(kwargs["bias"], dtype, record)
+        return round_tensor(fn(*args, **kwargs), dtype, record)
 
     wrapped.__wrapped__ = fn  # type: ignore[attr-defined]
     return wrapped
 
 
 @contextmanager
-def autocast(dtype: str = "bfloat16", enabled: bool = True) -> Iterator[None]:
+def autocast(dtype: str = "bfloat16", enabled: bool = True, *,
+             record: list[np.ndarray] | None = None) -> Iterator[None]:
     """Run the lower-precision ops of the policy in ``dtype`` inside the block.
 
     Like ``torch.autocast``: parameters stay float32 (the master weights the optimizer
     updates); each use rounds a copy. ``dtype="float32"`` or ``enabled=False`` changes
-    nothing. Not thread-safe (it swaps the two functions in :mod:`spiral.nn.functional`).
+    nothing. ``record`` (a list) collects every gradient crossing a rounding boundary in
+    backward, before it is rounded (the chapter's histogram). Not thread-safe (it swaps the
+    two functions in :mod:`spiral.nn.functional`).
     """
     if dtype not in PRECISIONS:
         raise ValueError(f"autocast dtype must be one of {PRECISIONS}, got {dtype!r}")
@@ -91,9 +99,9 @@ def autocast(dtype: str = "bfloat16", enabled: bool = True) -> Iterator[None]:
     saved = {name: getattr(F, name) for name in LOWER_PRECISION_OPS}
     if hasattr(saved["linear"], "__wrapped__"):
         raise RuntimeError("autocast blocks cannot be nested")
-    F.linear = _lower(saved["linear"], dtype, 3)
-    F.scaled_dot_product_attention = _lower(
-        saved["scaled_dot_product_attention"], dtype, 3)
+    F.linear = _lower(saved["linear"], dtype, 3, record)
+    F.scaled_dot_product_attention = _lower(saved["scaled_dot_product_attention"], dtype, 3,
+                                            record)
     try:
         yield
     finally:

@@ -112,7 +112,8 @@ def round_to(x: np.ndarray, name: str) -> np.ndarray:
 def bit_fields(value: float, name: str) -> tuple[str, str, str]:
     """(sign, exponent, mantissa) bit strings of ``value`` stored in format ``name``."""
     f = format_of(name)
-    raw = np.asarray([value]).astype(dtype_of(name))
+    with np.errstate(over="ignore"):
+        raw = np.asarray([value]).astype(dtype_of(name))
     word = int(raw.view(np.dtype(f"u{f.bits // 8}"))[0])
     bits = format(word, f"0{f.bits}b")
     return bits[0], bits[1:1 + f.exponent_bits], bits[1 + f.exponent_bits:]
