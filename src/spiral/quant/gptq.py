@@ -16,7 +16,8 @@ Dampening adds λ = percdamp · mean(diag H) to the diagonal; act-order processe
 decreasing diag(H). Quantization grids (scale, zero point) are fixed up front from W
 ("static groups"), so act-order never needs a column permutation at inference time.
 ``gptq_model`` by default follows the paper's sequential pass: each layer is calibrated
-on the inputs it receives from the already-quantized layers before it.
+on the inputs it receives from the already-quantized layers before it; for a GPT the
+hidden states are carried block by block, as in the reference code.
 Chapter: stage 18.
 """
 
@@ -134,17 +135,39 @@ class _Recorder(Module):
         return out
 
 
-def _record(model: Module, layers: dict[str, Linear], calibration: Any) -> dict[str, np.ndarray]:
-    """Inputs (tokens, in) of each named layer in one forward pass of ``model``."""
+def _record(model: Module, layers: dict[str, Linear], calibration: Any,
+            prefix: str = "") -> dict[str, np.ndarray]:
+    """Inputs (tokens, in) of each named layer in one forward pass of ``model`` (no graph);
+    ``prefix`` is ``model``'s own name inside the model the layer names refer to."""
+    from spiral.autograd import no_grad
+
     recorders = {n: _Recorder(m) for n, m in layers.items()}
     for n, r in recorders.items():
-        _set_submodule(model, n, r)
+        _set_submodule(model, n[len(prefix):], r)
     try:
-        model(calibration)
+        with no_grad():
+            model(calibration)
     finally:
         for n, m in layers.items():
-            _set_submodule(model, n, m)
+            _set_submodule(model, n[len(prefix):], m)
     return {n: np.concatenate(r.inputs) for n, r in recorders.items()}
+
+
+def _quantize_in_order(root: Module, part: Module, prefix: str, remaining: dict[str, Linear],
+                       x: Any, bits: int, sequential: bool, kwargs: dict[str, Any]) -> None:
+    """GPTQ the ``remaining`` layers of ``part`` (named ``prefix`` in ``root``) on input x."""
+    inputs: dict[str, np.ndarray] = {}
+    while remaining:
+        if sequential or not inputs:
+            inputs = _record(part, remaining, x, prefix)
+        x0 = inputs[next(iter(remaining))]
+        group = [n for n in remaining if not sequential
+                 or (inputs[n].shape == x0.shape and np.array_equal(inputs[n], x0))]
+        for n in group:
+            m = remaining.pop(n)
+            q = gptq_quantize(m.weight.data, hessian(inputs[n]), bits, **kwargs)
+            _set_submodule(root, n, QuantLinear(q, None if m.bias is None else m.bias.data,
+                                                None, dtype=m.weight.data.dtype))
 
 
 def gptq_model(model: Module, calibration: Any, bits: int = 4, *,
@@ -163,16 +186,19 @@ def gptq_model(model: Module, calibration: Any, bits: int = 4, *,
                and any(fnmatch(n, p) for p in include)
                and not any(fnmatch(n, p) for p in exclude)}
     remaining = dict(targets)
-    inputs: dict[str, np.ndarray] = {}
-    while remaining:
-        if sequential or not inputs:
-            inputs = _record(model, remaining, calibration)
-        x0 = inputs[next(iter(remaining))]
-        group = [n for n in remaining if not sequential
-                 or (inputs[n].shape == x0.shape and np.array_equal(inputs[n], x0))]
-        for n in group:
-            m = remaining.pop(n)
-            q = gptq_quantize(m.weight.data, hessian(inputs[n]), bits, **kwargs)
-            _set_submodule(model, n, QuantLinear(q, None if m.bias is None else m.bias.data,
-                                                 None, dtype=m.weight.data.dtype))
+    blocks = getattr(model, "blocks", None)
+    if sequential and blocks is not None and hasattr(model, "_embed"):
+        # the paper's pass: carry the hidden states block by block through the quantized
+        # blocks, so each block costs one forward per group, not a whole model's forward
+        from spiral.autograd import no_grad
+
+        with no_grad():
+            gpt: Any = model
+            x = gpt.drop(gpt._embed(np.asarray(calibration)))
+            for i, blk in enumerate(blocks):
+                pre = f"blocks.{i}."
+                mine = {n: remaining.pop(n) for n in list(remaining) if n.startswith(pre)}
+                _quantize_in_order(model, blk, pre, mine, x, bits, True, kwargs)
+                x = blk(x)
+    _quantize_in_order(model, model, "", remaining, calibration, bits, sequential, kwargs)
     return list(targets)

@@ -33,8 +33,8 @@ class Config:
     standin_steps: int = 300
     bits: int = 4
     seeds: tuple[int, ...] = (0, 1, 2)
-    calib_windows: int = 32
-    heldout_windows: int = 32
+    calib_windows: int = 16
+    heldout_windows: int = 16
     tiny_in: int = 8
     tiny_rows: int = 16
 

@@ -30,17 +30,18 @@ class Config:
     base: str = "spiral-book"
     standin_steps: int = 300
     bits: int = 4
-    steps: int = 200
-    batch_size: int = 16
+    steps: int = 100
+    batch_size: int = 4
+    seq_len: int = 128
     lr: float = 2e-4
     eval_interval: int = 25
     curve_tokens: int = 8192
     seeds: tuple[int, ...] = (0, 1, 2)
-    val_tokens: int = 0
+    val_tokens: int = 32768
 
 
 def _finetune(m: Any, c: Config, seed: int) -> list[dict[str, Any]]:
-    tc = TrainConfig(max_steps=c.steps, batch_size=c.batch_size, seq_len=m.context_length,
+    tc = TrainConfig(max_steps=c.steps, batch_size=c.batch_size, seq_len=c.seq_len,
                      lr=c.lr, warmup_steps=0, schedule="cosine", weight_decay=0.0,
                      eval_interval=c.eval_interval, eval_tokens=c.curve_tokens, seed=seed,
                      progress=False)
@@ -102,7 +103,8 @@ def check(results: dict[str, Any]) -> None:
 
 EXPERIMENT = Experiment(
     name="quant_qat", stage=18, title="QAT against post-training RTN",
-    quick=Config(base="standin", standin_steps=200, bits=2, steps=30, eval_interval=10,
+    quick=Config(base="standin", standin_steps=200, bits=2, steps=30, seq_len=32,
+                 batch_size=16, eval_interval=10,
                  curve_tokens=1024, seeds=(0,), val_tokens=2048),
     full=Config(), run=run, plot=plot, check=check,
     summary=lambda r: [("QAT", r["qat"]["mean"]), ("RTN", r["rtn"])],
