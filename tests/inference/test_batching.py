@@ -147,3 +147,38 @@ def test_bad_requests_are_refused_with_a_reason() -> None:
         Request([], 3)
     with pytest.raises(ValueError, match="policy"):
         Engine(m, 3, policy="fifo")
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 4])
+def test_a_shared_prompt_prefix_is_stored_once_and_changes_no_token(block_size: int) -> None:
+    m = tiny()
+    rng = np.random.default_rng(4)
+    system = rng.integers(0, 13, 10).tolist()  # every prompt starts with it
+    prompts = [system + rng.integers(0, 13, int(n)).tolist() for n in rng.integers(0, 4, 8)]
+    reqs, counts = [], {}
+    for prefix_cache in (False, True):
+        engine = Engine(m, 200, block_size, 6, prefix_cache=prefix_cache)
+        batch = [Request(p, 12, temperature=0.7, seed=i, arrival=0.01 * i)
+                 for i, p in enumerate(prompts)]
+        res = replay(engine, batch, step_time=lambda info: 0.02)
+        counts[prefix_cache] = (engine.shared_tokens, res.max_blocks_used)
+        reqs.append(batch)
+    assert counts[False][0] == 0 and counts[True][0] >= 9 * 5
+    assert counts[True][1] < counts[False][1]  # fewer blocks at the peak
+    for a, b in zip(*reqs):  # copy-on-write: neither parent nor child sees the other's writes
+        want = generate_cached(m, a.prompt, 12, np.random.default_rng(a.seed), temperature=0.7)
+        assert a.output == b.output == want
+
+
+def test_fork_prefix_checks_its_arguments() -> None:
+    pool = PagedKVCache(n_layers=1, n_kv_heads=1, head_dim=2, num_blocks=4, block_size=2)
+    s = pool.sequence(0)
+    s.reserve(3)
+    s.advance(3)
+    child = pool.fork_prefix(0, 1, 3)
+    assert pool.tables[1] == pool.tables[0] and child.length == 3
+    assert pool.blocks_needed(1, 1) == 1  # the shared, partly filled last block is copied
+    with pytest.raises(ValueError, match="share"):
+        pool.fork_prefix(0, 2, 4)
+    with pytest.raises(ValueError, match="exists"):
+        pool.fork_prefix(0, 1, 1)

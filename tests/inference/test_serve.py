@@ -78,7 +78,8 @@ def test_a_stop_string_ends_the_text_before_it(server: Any) -> None:
 def test_concurrent_requests_are_each_answered_as_if_alone(server: Any) -> None:
     url, _, _, name = server
     c = client(url)
-    prompts = ["First", "Second", "Third", "Fourth", "Fifth", "Sixth"]
+    # a shared prefix: the prefix cache shares its blocks, copy on write
+    prompts = [f"KING: {w}" for w in ("First", "Second", "Third", "Fourth", "Fifth", "Sixth")]
     alone = [c.completions.create(model=name, prompt=p, max_tokens=15, temperature=0)
              .choices[0].text for p in prompts]
     got: dict[int, str] = {}

@@ -134,6 +134,23 @@ class PagedKVCache:
             self.refcount[b] += 1
         return PagedSequence(self, child)
 
+    def fork_prefix(self, parent: int, child: int, n_tokens: int) -> PagedSequence:
+        """A new sequence sharing the blocks of the first ``n_tokens`` positions of
+        ``parent`` (a common prompt prefix, stored once; a partly shared last block is
+        copied on the child's first write)."""
+        if parent not in self.tables:
+            raise ValueError(f"no sequence {parent} to fork")
+        if child in self.tables:
+            raise ValueError(f"sequence {child} already exists")
+        if not 0 <= n_tokens <= self.lengths[parent]:
+            raise ValueError(f"cannot share {n_tokens} positions of a sequence of "
+                             f"{self.lengths[parent]}")
+        self.tables[child] = self.tables[parent][:-(-n_tokens // self.block_size)]
+        self.lengths[child] = n_tokens
+        for b in self.tables[child]:
+            self.refcount[b] += 1
+        return PagedSequence(self, child)
+
     def free_sequence(self, seq_id: int) -> None:
         """Drop a finished (or preempted) sequence; unshared blocks return to the free list."""
         if seq_id not in self.tables:

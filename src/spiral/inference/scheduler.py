@@ -12,6 +12,10 @@ Every call of :meth:`Engine.step` is one iteration:
    tokens so far become part of its prompt, as vLLM's recompute preemption does);
 3. **retire** requests that hit ``max_new_tokens`` or their stop token; their blocks return.
 
+With ``prefix_cache=True`` a new request whose prompt begins like the cached context of a
+running request shares that prefix's blocks (:meth:`PagedKVCache.fork_prefix`, copy on
+write) and prefills only the rest — a shared system prompt is computed and stored once.
+
 ``policy="continuous"`` admits into any free slot at every iteration (Yu et al., 2022,
 Orca); ``policy="static"`` admits a whole batch only when the previous batch has finished,
 so slots freed by short requests stay empty until the longest one ends. Sampling uses each
@@ -84,7 +88,7 @@ class Engine:
     """A scheduler over one model and one :class:`PagedKVCache` pool of ``num_blocks``."""
 
     def __init__(self, model: Any, num_blocks: int, block_size: int = 16, max_batch: int = 8,
-                 policy: str = "continuous") -> None:
+                 policy: str = "continuous", prefix_cache: bool = False) -> None:
         if policy not in ("continuous", "static"):
             raise ValueError(f"policy must be 'continuous' or 'static', got {policy!r}")
         if max_batch < 1:
@@ -95,6 +99,7 @@ class Engine:
         self.running: list[Request] = []  # in admission order
         self.finished: list[Request] = []
         self.max_blocks_used = 0
+        self.prefix_cache, self.shared_tokens, self._shared = prefix_cache, 0, 0
         self._next_id = 0
 
     def blocks_for(self, n_tokens: int) -> int:
@@ -138,13 +143,35 @@ class Engine:
             if self.blocks_for(len(ctx)) > self.pool.num_free:
                 break  # first come, first served: no overtaking
             self.waiting.popleft()
-            seq = self.pool.sequence(r.id)
-            logits = forward_cached(self.model, np.asarray(ctx)[None, :], seq)
-            info.prefill_tokens += len(ctx)
+            seq = self._start(r.id, ctx)
+            logits = forward_cached(self.model, np.asarray(ctx[seq.length:])[None, :], seq)
+            info.prefill_tokens += len(ctx) - self._shared
             self._sample(r, logits[0, -1], info)
             self.running.append(r)
             admitted.append(r)
         return admitted
+
+    def _start(self, seq_id: int, ctx: list[int]) -> Any:
+        """A new sequence for ``ctx``; with ``prefix_cache``, it shares the blocks of the
+        longest prefix it has in common with a running request (at most len − 1 tokens, so
+        one position is left to compute the next token's logits)."""
+        self._shared = 0
+        best, parent = 0, None
+        if self.prefix_cache:
+            for other in self.running:
+                octx = other.context()[:self.pool.lengths[other.id]]  # what is cached
+                n = 0
+                for a, b in zip(octx, ctx[:-1]):
+                    if a != b:
+                        break
+                    n += 1
+                if n > best:
+                    best, parent = n, other.id
+        if parent is None:
+            return self.pool.sequence(seq_id)
+        self._shared = best
+        self.shared_tokens += best
+        return self.pool.fork_prefix(parent, seq_id, best)
 
     def _preempt(self, info: StepInfo) -> Request:
         victim = self.running.pop()  # the most recently admitted

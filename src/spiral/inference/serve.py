@@ -33,6 +33,7 @@ class ServeConfig:
     block_size: int = 16
     max_batch: int = 8
     num_blocks: int | None = None  # None: room for max_batch full-context sequences
+    prefix_cache: bool = True  # share a common prompt prefix's blocks between requests
 
 
 class ApiError(Exception):
@@ -164,7 +165,8 @@ def build_app(model: Any, tokenizer: Any, model_name: str,
 
     ctx = int(model.context_length)
     blocks = config.num_blocks or config.max_batch * -(-ctx // config.block_size)
-    service = EngineService(Engine(model, blocks, config.block_size, config.max_batch))
+    service = EngineService(Engine(model, blocks, config.block_size, config.max_batch,
+                                   prefix_cache=config.prefix_cache))
 
     def chunk(cid: str, text: str, finish: str | None) -> dict[str, Any]:
         return {"id": cid, "object": "text_completion", "created": int(time.time()),

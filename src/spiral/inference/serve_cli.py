@@ -65,6 +65,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--block-size", type=ca.positive_int, default=16)
     p.add_argument("--num-blocks", type=ca.positive_int,
                    help="KV-cache blocks (default: max-batch full-context sequences)")
+    p.add_argument("--no-prefix-cache", action="store_true",
+                   help="do not share common prompt prefixes between requests")
     p.set_defaults(func=run)
 
 
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, RuntimeError) as err:
         raise SystemExit(f"spiral serve: {err}") from None
     cfg = ServeConfig(block_size=args.block_size, max_batch=args.max_batch,
-                      num_blocks=args.num_blocks)
+                      num_blocks=args.num_blocks, prefix_cache=not args.no_prefix_cache)
     app = build_app(model, tok, args.name or name, cfg)
     print(f"serving {args.name or name!r} on http://{args.host}:{args.port}/v1 "
           f"(context {model.context_length}, batch {args.max_batch})", flush=True)

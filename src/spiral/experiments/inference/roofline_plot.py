@@ -1,7 +1,7 @@
 """The roofline of this machine with our prefill and decode kernels placed on it.
 
 Peak compute π: the best of several 2048³ float32 BLAS matmuls. Bandwidth β: the best of
-several copies of a 256 MiB array (read + write). Kernels: one forward of the base model's
+several copies of a 128 MiB array (read + write). Kernels: one forward of the base model's
 shape (random weights) as a prefill of T = 1 .. context tokens, a decode step at a long
 context, and a batched decode step of B sequences (B rows share one read of the weights).
 For each, the arithmetic intensity I = F / Q uses :func:`~spiral.inference.roofline.
@@ -37,7 +37,7 @@ from spiral.plotting import PALETTE, new_figure
 class Config:
     base: str = "spiral-book"
     matmul_n: int = 2048
-    copy_bytes: int = 1 << 28
+    copy_bytes: int = 1 << 27
     prefill: tuple[int, ...] = (1, 4, 16, 64, 256)
     batches: tuple[int, ...] = (1, 4, 16, 64)
     decode_at: int = 128

@@ -28,7 +28,7 @@ from spiral.tokenizers import ByteTokenizer
 class Config:
     base: str = "spiral-book"
     clients: tuple[int, ...] = (1, 2, 4, 8)
-    n_requests: int = 48
+    n_requests: int = 32
     prompt_len: int = 24
     max_tokens: int = 64
     max_batch: int = 8
