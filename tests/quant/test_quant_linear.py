@@ -113,3 +113,15 @@ def test_nbytes_counts_packed_int4_at_half_a_byte_per_weight() -> None:
     before = nbytes(m)
     quantize_model(m, 4, granularity="group", group_size=16)
     assert nbytes(m) < before
+
+
+def test_float64_accumulator_equals_the_int32_one_bit_for_bit() -> None:
+    rng = np.random.default_rng(9)
+    lin = _layer(rng, 96, 40)
+    x = rng.standard_normal((7, 96)).astype(np.float32) * 3
+    fast = QuantLinear.from_linear(lin, 8, act_bits=8)
+    slow = QuantLinear(fast.qtensor(), None if lin.bias is None else lin.bias.data, 8,
+                       dtype=lin.weight.data.dtype, accumulate="int32")
+    np.testing.assert_array_equal(fast(x).data, slow(x).data)
+    with pytest.raises(ValueError, match="accumulate"):
+        QuantLinear(fast.qtensor(), None, 8, accumulate="int8")

@@ -8,7 +8,12 @@ Two kinds of layer (inference only, no gradients):
       acc[t, j] = Σ_k q_x[t, k] · q_w[j, k]   (int32 accumulator),
       y[t, j]   = s_x,t · s_w,j · acc[t, j] + b_j.
 
-  An int32 accumulator holds in_features · 127² < 2³¹ for in_features ≤ 133,143.
+  An int32 accumulator holds in_features · 127² < 2³¹ for in_features ≤ 133,143. NumPy's
+  integer matmul does not use BLAS (it is hundreds of times slower than float32 here), so by
+  default (``accumulate="float64"``) the same integer sum is computed by a float64 matmul of
+  the integer codes: every product and partial sum is an integer below 2⁵³, hence exact in
+  any order, and the result equals the int32 accumulator bit for bit (tested);
+  ``accumulate="int32"`` runs the integer matmul itself.
 - Weight-only (``act_bits=None``): b-bit codes (INT4 packed two per byte) dequantized on the fly
   to float, then an ordinary float matmul — what memory-bound decoding wants (stage 17).
 
@@ -43,7 +48,7 @@ class QuantLinear(Module):
     qbias: np.ndarray | None  # (out,)
 
     def __init__(self, qweight: QTensor, bias: np.ndarray | None, act_bits: int | None,
-                 dtype: Any = np.float32) -> None:
+                 dtype: Any = np.float32, accumulate: str = "float64") -> None:
         super().__init__()
         out_features, in_features = qweight.shape
         if act_bits is not None:
@@ -55,7 +60,10 @@ class QuantLinear(Module):
                 raise ValueError(f"in_features {in_features} could overflow an int32 "
                                  f"accumulator (max {INT32_SAFE_IN_FEATURES})")
         self.in_features, self.out_features = in_features, out_features
+        if accumulate not in ("float64", "int32"):
+            raise ValueError(f"accumulate must be 'float64' or 'int32', got {accumulate!r}")
         self.bits, self.act_bits, self.dtype = qweight.bits, act_bits, dtype
+        self.accumulate = accumulate
         self.granularity, self.symmetric = qweight.granularity, qweight.symmetric
         self._rows_shape = qweight.codes.shape
         codes = qweight.codes
@@ -113,7 +121,10 @@ class QuantLinear(Module):
         s_x = np.maximum(np.abs(xr).max(axis=1, keepdims=True) / 127.0,
                          np.finfo(np.float32).eps)  # (tokens, 1) per-token scale
         qx = np.clip(np.round(xr / s_x), -127, 127).astype(np.int8)
-        acc = qx.astype(np.int32) @ self.codes().astype(np.int32).T  # (tokens, out) int32
+        if self.accumulate == "int32":
+            acc = qx.astype(np.int32) @ self.codes().astype(np.int32).T  # (tokens, out)
+        else:  # the same integers, summed exactly by BLAS (all below 2^53)
+            acc = qx.astype(np.float64) @ self.codes().astype(np.float64).T
         y = acc.astype(np.float64) * s_x * self.scale.reshape(1, -1)
         if self.qbias is not None:
             y = y + self.qbias

@@ -7,7 +7,8 @@ written by :func:`spiral.quant.gguf_io.export_gguf`; each GGUF file is read back
 same weights bit for bit, the scales having been rounded to float16 first). Layers whose
 width is not a multiple of 32 cannot use ggml's 32-weight blocks and are written as float.
 Time: one (d_model → FFN width) layer on ``tokens`` tokens, float32 vs our W8A8 layer
-(int8 × int8 → int32 in NumPy) vs weight-only INT4 (unpack and dequantize, then float32),
+(int8 × int8 → int32 in NumPy's integer matmul, and the same exact sums by float64 BLAS)
+vs weight-only INT4 (unpack and dequantize, then float32),
 the median of ``repeats`` runs, with the machine's load average recorded: NumPy has no fast
 integer matrix product, so this measures NumPy, not what integer hardware would do.
 Chapter: stage 18, "Sizes and speed".
@@ -92,10 +93,13 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     lin = Linear(cfg.d_model, cfg.hidden, bias=False, rng=rng)
     x = rng.standard_normal((c.tokens, cfg.d_model)).astype(np.float32)
     w8 = QuantLinear.from_linear(lin, 8, act_bits=8)
+    w8i = QuantLinear(w8.qtensor(), None, 8, accumulate="int32")
     w4 = QuantLinear.from_linear(lin, 4)
     load_before = os.getloadavg()
     times = {"float32": _time(lambda a: lin(Tensor(a)), x, c.repeats),
-             "W8A8 (int32 accumulate)": _time(lambda a: w8(Tensor(a)), x, c.repeats),
+             "W8A8, int32 matmul in NumPy": _time(lambda a: w8i(Tensor(a)), x, c.repeats),
+             "W8A8, the same integers by float64 BLAS": _time(lambda a: w8(Tensor(a)), x,
+                                                              c.repeats),
              "INT4 weight-only (dequantize, float32)": _time(lambda a: w4(Tensor(a)), x,
                                                              c.repeats)}
     loadavg = [load_before, os.getloadavg()]
