@@ -6,11 +6,17 @@ weights (uniform and Gaussian) and on every Linear weight of the model, the larg
 |e|/(s/2) (the bound says ≤ 1) and the ratio of the mean squared error to the mean s²/12
 (1 when the uniform-within-bin assumption holds), for 2, 3, 4 and 8 bits, per tensor, per
 channel and per group; and the histograms of e/s for the model's weights.
+Scale choice: with clip c (s = c/q_max), in the fine-grid approximation the mean squared
+error is s²/12 · P(|x| ≤ c) + E[(|x| − c)²; |x| > c]. For x uniform on [−a, a] it is
+minimised at c* = a · 2q_max/(2q_max + 1) (2q_max + 1 equal cells, each level at a cell's
+centre — not min–max); for x ~ N(0, 1) numerically. Both are compared with the clip that
+:func:`spiral.quant.calibrate` (method "mse") finds on samples.
 Chapter: stage 18, "How large is the rounding error?".
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +26,7 @@ from spiral.experiments.framework import Experiment
 from spiral.experiments.quant.common import load
 from spiral.plotting import PALETTE, new_figure
 from spiral.quant import dequantize, quantize
-from spiral.quant.uniform import to_rows
+from spiral.quant.uniform import calibrate, to_rows
 
 GRANS = ("tensor", "channel", "group")
 
@@ -49,6 +55,31 @@ def _stats(ws: list[np.ndarray], bits: int, gran: str, gs: int) -> dict[str, Any
             "hist": counts.tolist(), "edges": edges.tolist()}
 
 
+def gaussian_clip(bits: int) -> float:
+    """argmin over c of s²/12·P(|x| ≤ c) + 2[(1 + c²)Q(c) − cφ(c)], x ~ N(0, 1)."""
+    q = 2 ** (bits - 1) - 1
+    c = np.linspace(0.3, 8.0, 7701)
+    tail = np.array([0.5 * math.erfc(v / math.sqrt(2)) for v in c])
+    phi = np.exp(-c**2 / 2) / math.sqrt(2 * math.pi)
+    mse = (c / q) ** 2 / 12 * (1 - 2 * tail) + 2 * ((1 + c**2) * tail - c * phi)
+    return float(c[np.argmin(mse)])
+
+
+def _clips(c: Config, rng: np.random.Generator) -> dict[str, Any]:
+    """Theoretical and found MSE-optimal clip, relative to a (uniform) or σ (Gaussian)."""
+    out = {}
+    for b in c.bits:
+        q = 2 ** (b - 1) - 1
+        u = rng.uniform(-1, 1, (1, c.synthetic_n))
+        g = rng.standard_normal((1, c.synthetic_n))
+        found_u = float(calibrate(u, b, True, "mse")[1][0, 0])
+        found_g = float(calibrate(g, b, True, "mse")[1][0, 0])
+        out[f"{b}"] = {"uniform_theory": 2 * q / (2 * q + 1), "uniform_found": found_u,
+                       "gaussian_theory": gaussian_clip(b), "gaussian_found": found_g,
+                       "gaussian_minmax": float(np.abs(g).max())}
+    return out
+
+
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     c = config
     model = load(c.base, c.standin_steps).model
@@ -62,7 +93,15 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
         out[source] = {f"{b}-bit {g}": _stats(ws, b, g, gs) for b in c.bits for g in GRANS}
     rows = [[src, k, f"{v['max_over_half_step']:.4f}", f"{v['mse_over_s2_12']:.3f}"]
             for src, d in out.items() for k, v in d.items()]
+    clips = _clips(c, rng)
+    crow = [[f"{b} bits", f"{v['uniform_theory']:.3f}", f"{v['uniform_found']:.3f}",
+             f"{v['gaussian_theory']:.2f}", f"{v['gaussian_found']:.2f}",
+             f"{v['gaussian_minmax']:.2f}"] for b, v in clips.items()]
     return {"sources": out, "n_model_weights": int(sum(w.size for w in real)),
+            "clips": clips,
+            "clip_table": {"columns": ["bits", "uniform c*/a (derived)", "found",
+                                       "Gaussian c*/σ (derived)", "found", "min–max /σ"],
+                           "rows": crow},
             "table": {"columns": ["weights", "quantizer", "max |e| / (s/2)",
                                   "mean e² / (mean s²/12)"], "rows": rows}}
 
@@ -92,6 +131,10 @@ def check(results: dict[str, Any]) -> None:
     for src, d in results["sources"].items():
         for k, v in d.items():
             assert v["max_over_half_step"] <= 1 + 1e-6, (src, k)  # the s/2 bound holds
+    for b, v in results["clips"].items():  # the derived optimum is what the search finds
+        assert abs(v["uniform_found"] / v["uniform_theory"] - 1) < 0.03, b
+        if int(b) in (3, 4):  # 2 bits: too coarse for the approximation; 8: flat optimum
+            assert abs(v["gaussian_found"] / v["gaussian_theory"] - 1) < 0.1, b
     u = results["sources"]["uniform"]
     assert all(abs(u[k]["mse_over_s2_12"] - 1) < 0.05 for k in u if not k.startswith("2-"))
 
