@@ -191,7 +191,8 @@ def build_app(model: Any, tokenizer: Any, model_name: str,
             if finish or hit or error:
                 text += "" if hit or error else decoder.flush()
                 finish = "stop" if hit or finish == "stop" else finish
-            loop.call_soon_threadsafe(events.put_nowait, (text, finish, error))
+            if text or finish or error:  # a held-back partial character sends nothing yet
+                loop.call_soon_threadsafe(events.put_nowait, (text, finish, error))
             return hit
 
         service.submit(req, listener)
