@@ -143,3 +143,4 @@ def test_a_bounded_load_test_completes_every_request(server: Any) -> None:
     assert bad["errors"] == 2 and bad["completed"] == 0  # errors are counted, not hidden
     with pytest.raises(ValueError, match="loopback"):
         load_test("http://example.com", name, ["x"])
+

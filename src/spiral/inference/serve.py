@@ -185,6 +185,7 @@ def build_app(model: Any, tokenizer: Any, model_name: str,
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, str | None, str | None]] = asyncio.Queue()
         decoder = _Decoder(tokenizer, stop)
+        gone = [False]  # the client went away: the engine stops this request at its next token
 
         def listener(token: int | None, finish: str | None, error: str | None) -> bool:
             text, hit = decoder.push(token) if token is not None else ("", False)
@@ -193,7 +194,7 @@ def build_app(model: Any, tokenizer: Any, model_name: str,
                 finish = "stop" if hit or finish == "stop" else finish
             if text or finish or error:  # a held-back partial character sends nothing yet
                 loop.call_soon_threadsafe(events.put_nowait, (text, finish, error))
-            return hit
+            return hit or gone[0]
 
         service.submit(req, listener)
         cid = f"cmpl-{uuid.uuid4().hex[:24]}"
@@ -214,6 +215,8 @@ def build_app(model: Any, tokenizer: Any, model_name: str,
                         yield f"data: {json.dumps(chunk(cid, text, finish))}\n\n"
                 except ApiError as err:
                     yield f"data: {json.dumps(err.body())}\n\n"
+                finally:
+                    gone[0] = True
                 yield "data: [DONE]\n\n"
             return StreamingResponse(sse(), media_type="text/event-stream")
         out, reason = [], None
