@@ -144,3 +144,23 @@ def test_a_bounded_load_test_completes_every_request(server: Any) -> None:
     with pytest.raises(ValueError, match="loopback"):
         load_test("http://example.com", name, ["x"])
 
+
+
+def test_a_run_directory_with_a_character_tokenizer_is_served(tmp_path: Path) -> None:
+    from spiral import checkpoint
+    from spiral.inference.serve import ApiError, parse_completion
+    from spiral.models.gpt import GPT, GPTConfig
+
+    cfg = GPTConfig(vocab_size=5, context_length=16, n_layers=1, n_heads=1, d_model=8)
+    checkpoint.save(tmp_path / "checkpoint.safetensors", GPT(cfg, rng=np.random.default_rng(0)))
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model": "gpt", "model_config": cfg.to_dict(), "vocab": "abc \n"}))
+    model, tok, name = load_model(str(tmp_path))
+    assert name == tmp_path.name and model.context_length == 16
+    req, stop, stream = parse_completion({"model": name, "prompt": "ab", "max_tokens": 3},
+                                         name, tok, model.context_length)
+    assert req.prompt == tok.encode("ab") and stop == [] and not stream
+    with pytest.raises(ApiError, match="cannot be tokenized"):
+        parse_completion({"model": name, "prompt": "xyz"}, name, tok, model.context_length)
+    with pytest.raises(RuntimeError, match="no pretrained model"):
+        load_model(str(tmp_path / "nothing"))

@@ -106,7 +106,10 @@ def parse_completion(body: Any, model_name: str, tokenizer: Any, context: int
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
         raise ApiError(400, "'stop' must be a string or a list of strings", "stop")
-    ids = tokenizer.encode(prompt)
+    try:
+        ids = tokenizer.encode(prompt)
+    except ValueError as err:  # a character-level model meets a character it never saw
+        raise ApiError(400, f"the prompt cannot be tokenized: {err}", "prompt") from None
     if len(ids) + max_tokens > context:
         raise ApiError(400, f"This model's maximum context length is {context} tokens; the "
                             f"prompt has {len(ids)} and max_tokens asks for {max_tokens}",
