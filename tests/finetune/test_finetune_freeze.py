@@ -75,3 +75,17 @@ def test_discriminative_groups_follow_ulmfit_schedule() -> None:
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="every parameter is frozen"):
         discriminative_param_groups(model, rate, 0.1)
+
+
+def test_recipe_optimizer_uses_discriminative_groups_when_asked() -> None:
+    from spiral.finetune.recipe import FinetuneConfig, make_optimizer
+
+    model = tiny_gpt()
+    flat = make_optimizer(model, FinetuneConfig("full"), lr=1e-3, weight_decay=0.1)
+    assert {g["lr"] for g in flat.param_groups} == {1e-3}
+    opt = make_optimizer(model, FinetuneConfig("full", lr_decay=0.5), lr=1e-3, weight_decay=0.1)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert lr_of[id(params["blocks.2.ffn.fc.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(params["blocks.0.ffn.fc.weight"])] == pytest.approx(2.5e-4)
+    assert lr_of[id(params["tok_emb.weight"])] == pytest.approx(1.25e-4)

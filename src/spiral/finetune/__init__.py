@@ -8,6 +8,10 @@
   rates through parameter groups.
 - ``nf4.py``: 4-bit NormalFloat quantization with double-quantized block scales, and
   ``NF4LoRALinear`` (a frozen NF4 base under a LoRA adapter).
+- ``memory.py``: training memory of each method, derived from stage 11's graph and measured
+  with stage 11's profiler.
+- ``spectrum.py``: singular values and effective rank of a fine-tune's ΔW.
+- ``recipe.py`` / ``cli.py``: ``spiral finetune`` (full | freeze | lora | qlora).
 
 Chapter: stage 15 (fine-tuning).
 """
@@ -30,6 +34,7 @@ from spiral.finetune.lora import (
     trainable_parameters,
     unmerge_lora,
 )
+from spiral.finetune.memory import predict_finetune_memory, profile_finetune_step
 from spiral.finetune.nf4 import (
     NF4,
     NF4Linear,
@@ -39,10 +44,14 @@ from spiral.finetune.nf4 import (
     inject_qlora,
     quantize_nf4,
 )
+from spiral.finetune.recipe import FinetuneConfig, FinetuneError, finetune, load_base
+from spiral.finetune.spectrum import delta_spectra, effective_rank, energy_rank
 
 __all__ = [
     "NF4", "AdapterMismatchError", "LoRALinear", "NF4LoRALinear", "NF4Linear", "NF4Tensor",
     "dequantize_nf4", "inject_qlora", "quantize_nf4", "discriminative_param_groups", "freeze",
     "frozen_parameters", "inject_lora", "layerwise_lr", "load_adapter", "lora_modules",
     "merge_lora", "save_adapter", "trainable_parameters", "unfreeze", "unmerge_lora",
+    "FinetuneConfig", "FinetuneError", "delta_spectra", "effective_rank", "energy_rank",
+    "finetune", "load_base", "predict_finetune_memory", "profile_finetune_step",
 ]
