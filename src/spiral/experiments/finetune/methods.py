@@ -137,7 +137,7 @@ def check(results: dict[str, Any]) -> None:
     base = results["base"]
     for name, v in results["methods"].items():
         assert v["val"]["mean"] < base["val"], (name, v["val"], base["val"])  # it adapted
-        assert v["forget"]["mean"] > base["forget"] - 1e-3, name  # names do not teach Bard
+        assert v["forget"]["mean"] > base["forget"] - 0.01, name  # names do not teach Bard
     m = results["methods"]
     assert m["lora"]["trainable"] < m["freeze"]["trainable"] < m["full"]["trainable"]
     assert m["lora"]["trainable"] == m["qlora"]["trainable"]

@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from spiral.experiments.finetune.common import QUICK_RUN, STANDIN, RunConfig, lora, run_one
+from spiral.experiments.finetune.common import (
+    QUICK_RUN,
+    STANDIN,
+    RunConfig,
+    base_scores,
+    lora,
+    run_one,
+)
 from spiral.experiments.framework import Experiment, mean_sd
 from spiral.finetune.recipe import FinetuneConfig
 from spiral.plotting import PALETTE, new_figure
@@ -41,7 +48,8 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
         return {"val": mean_sd([r["val"] for r in runs]), "trainable": runs[0]["trainable"],
                 "fraction": runs[0]["fraction"]}
 
-    out: dict[str, Any] = {"ranks": list(config.ranks), "by_rank": {}, "by_targets": {}}
+    out: dict[str, Any] = {"ranks": list(config.ranks), "by_rank": {}, "by_targets": {},
+                           "base_val": base_scores(config.base, rc)["val"]}
     for r in config.ranks:
         out["by_rank"][str(r)] = point(lora(r), config.lr)
     r8 = 8 if 8 in config.ranks else config.ranks[0]
@@ -93,8 +101,8 @@ def check(results: dict[str, Any]) -> None:
     t = results["by_targets"]
     assert t["attention only"]["trainable"] + t["FFN only"]["trainable"] == \
         t["attention + FFN"]["trainable"]
-    best = min(results["by_rank"][str(r)]["val"]["mean"] for r in ranks)
-    assert best < results["by_rank"][str(ranks[0])]["val"]["mean"] + 1e-9
+    for v in (*results["by_rank"].values(), *t.values()):  # every adapter learned something
+        assert v["val"]["mean"] < results["base_val"], v
 
 
 EXPERIMENT = Experiment(
