@@ -141,8 +141,9 @@ def check(results: dict[str, Any]) -> None:
     m = results["methods"]
     assert m["lora"]["trainable"] < m["freeze"]["trainable"] < m["full"]["trainable"]
     assert m["lora"]["trainable"] == m["qlora"]["trainable"]
-    if m["full"]["total"] > 1_000_000:  # the book's model: LoRA r = 8 trains under 2 %
-        assert m["lora"]["fraction"] < 0.02
+    # r·Σ(in + out) against Σ in·out: at d = 192 and r = 8 that is ≈ 8·(1/192 + 1/512) ≈ 6 %
+    # of each adapted matrix, so the share is ~6 % on the book's model, not the plan's < 2 %
+    assert m["lora"]["fraction"] < 0.5 * m["freeze"]["fraction"]
 
 
 EXPERIMENT = Experiment(
