@@ -102,7 +102,7 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     a1.plot([], [], "|", color=PALETTE[1], label="int4 levels")
     a1.set_xlabel("w / c (c: the block's absmax)")
     a1.set_ylabel("share of weights")
-    a1.legend(fontsize=6, frameon=False)
+    a1.legend(fontsize=6, frameon=False, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     edges = np.asarray(results["hist_err_edges"])
     mid = (edges[1:] + edges[:-1]) / 2
     for h, color, name in ((results["hist_err_int4"], PALETTE[1], "int4"),
