@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spiral.models.gpt import GPT, GPTConfig
 from spiral.quant import QuantFileError, quantize_model
@@ -46,6 +48,23 @@ def test_our_blocks_decode_with_ggufs_own_dequantizer(qtype: str) -> None:
         codes - np.repeat(zp, 32, 1))
     tol = 0 if signed else 1e-3 * np.abs(exact).max()  # Q4_1 stores m = −s·z in float16
     np.testing.assert_allclose(theirs, exact, rtol=0, atol=tol + 1e-7 * np.abs(exact).max())
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), rows=st.integers(1, 5), blocks=st.integers(1, 4),
+       qtype=st.sampled_from(["Q8_0", "Q4_0", "Q4_1"]))
+def test_any_codes_and_scales_survive_ggufs_decoder(seed: int, rows: int, blocks: int,
+                                                    qtype: str) -> None:
+    rng = np.random.default_rng(seed)
+    lo, hi = {"Q8_0": (-127, 127), "Q4_0": (-8, 7), "Q4_1": (0, 15)}[qtype]
+    codes = rng.integers(lo, hi + 1, (rows, 32 * blocks))
+    scale = np.exp(rng.uniform(-9, 2, (rows, blocks)))  # float16's normal range and below
+    zp = rng.integers(0, 16, (rows, blocks)) if qtype == "Q4_1" else np.zeros((rows, blocks))
+    data = encode_blocks(codes, scale, zp.astype(np.int32), qtype)
+    assert data.shape == (rows, blocks * {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}[qtype])
+    np.testing.assert_array_equal(
+        gguf.quants.dequantize(data, gguf.GGMLQuantizationType[qtype]),
+        block_values(codes, scale, zp.astype(np.int32), qtype))
 
 
 @pytest.mark.parametrize("bits,qtype", [(4, "Q4_0"), (8, "Q8_0")])

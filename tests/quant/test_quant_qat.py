@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spiral.autograd import Tensor
 from spiral.models.gpt import GPT, GPTConfig
@@ -26,6 +28,25 @@ def test_straight_through_gradient_is_identity_inside_the_grid_and_zero_outside(
     assert 0 < inside.sum() < inside.size  # both cases occur
     np.testing.assert_array_equal(w.grad, g * inside)
     np.testing.assert_allclose(out.data, np.clip(np.round(w.data / 0.25), -7, 7) * 0.25)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), bits=st.integers(2, 8), symmetric=st.booleans(),
+       clip=st.floats(0.2, 1.5))
+def test_ste_gradient_is_the_clamp_mask_for_any_grid(seed: int, bits: int, symmetric: bool,
+                                                     clip: float) -> None:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((3, 16))
+    qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+    scale = np.full((3, 1), clip * np.abs(w).max() / (qmax - qmin) * 2)
+    zp = np.zeros((3, 1)) if symmetric else np.full((3, 1), (qmax + 1) // 2)
+    t = Tensor(w, requires_grad=True)
+    out = fake_quantize(t, bits, symmetric=symmetric, scale=scale, zero_point=zp)
+    g = rng.standard_normal(w.shape)
+    (out * Tensor(g)).sum().backward()
+    code = np.round(w / scale) + zp
+    np.testing.assert_array_equal(t.grad, g * ((code >= qmin) & (code <= qmax)))
+    np.testing.assert_allclose(out.data, (np.clip(code, qmin, qmax) - zp) * scale)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
