@@ -93,8 +93,10 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
         ax.set_ylabel("σᵢ / σ₁", fontsize=7)
     for ax in flat[len(kinds):]:
         ax.set_visible(False)
-    if len(flat):
-        flat[0].legend(fontsize=6, frameon=False, title="block", title_fontsize=6)
+    sizes = [sum(_kind(n) == k for n in m) for k in kinds]
+    if sizes and max(sizes) > 1:  # one legend of block numbers, on a panel with every block
+        flat[sizes.index(max(sizes))].legend(fontsize=6, frameon=False, title="block",
+                                             title_fontsize=6, ncol=2)
     return {"finetune_delta_spectra": fig}
 
 
