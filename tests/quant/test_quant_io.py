@@ -85,3 +85,16 @@ def test_missing_file_foreign_file_and_wrong_model_are_clear_errors(tmp_path: Pa
         save_file({}, str(odd), metadata={"spiral.quant": json.dumps(header)})
         with pytest.raises(QuantFileError, match=message):
             load_quantized(_gpt(), odd)
+
+
+def test_asymmetric_layers_round_trip_with_their_zero_points(tmp_path: Path) -> None:
+    m = _gpt()
+    quantize_model(m, 4, symmetric=False, granularity="group", group_size=8,
+                   precision={"*.fc": 8}, exclude=("lm_head",))
+    save_quantized(m, tmp_path / "a.safetensors")
+    fresh = _gpt(seed=1)
+    load_quantized(fresh, tmp_path / "a.safetensors")
+    zps = [x.zero_point for _, x in fresh.named_modules() if isinstance(x, QuantLinear)]
+    assert zps and all(z is not None and z.dtype == np.uint8 and z.any() for z in zps)
+    ids = np.random.default_rng(3).integers(0, 19, (2, 8))
+    np.testing.assert_array_equal(m(ids).data, fresh(ids).data)
