@@ -30,7 +30,7 @@ class Config:
     act_bits: int = 4
     awq_bits: int = 4
     group_size: int = 64
-    calib_windows: int = 16
+    calib_windows: int = 8
 
 
 def _act_mse(x: np.ndarray, bits: int, method: str) -> tuple[float, float]:
