@@ -34,14 +34,14 @@ class RunConfig:
     batch_size: int = 16
     seq_len: int = 64
     eval_interval: int = 50
-    eval_tokens: int = 4096
+    eval_tokens: int = 32768    # above names validation's size: every curve point is all of it
     forget_tokens: int = 8192   # Shakespeare validation tokens scored for forgetting
     score_tokens: int | None = None  # names val/test tokens scored at the end (None: all)
     weight_decay: float = 0.0
     warmup_steps: int = 20
 
 
-QUICK_RUN = RunConfig(steps=10, batch_size=8, seq_len=32, eval_interval=5, eval_tokens=512,
+QUICK_RUN = RunConfig(steps=10, batch_size=8, seq_len=32, eval_interval=5, eval_tokens=2048,
                       forget_tokens=1024, score_tokens=2048, warmup_steps=2)
 
 
