@@ -127,3 +127,11 @@ def test_alpha_counts_only_tested_drafts() -> None:
     out = SpeculativeOutput(drafted=12, accepted=6, per_round=[(4, 0), (4, 2), (4, 4)])
     # two rejections (rounds 1 and 2); the drafts after them were never tested
     assert out.alpha == 6 / 8 and out.acceptance_rate == 6 / 12
+
+
+def test_the_speedup_formula_charges_the_verifying_forward() -> None:
+    from spiral.inference import expected_speedup
+
+    tokens = expected_tokens_per_round(0.5, 2)  # 1 + 0.5 + 0.25
+    assert expected_speedup(0.5, 2, 0.1) == pytest.approx(tokens / 1.2)
+    assert expected_speedup(0.5, 2, 0.1, verify_cost=2.0) == pytest.approx(tokens / 2.2)

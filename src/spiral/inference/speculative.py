@@ -60,9 +60,11 @@ def expected_tokens_per_round(alpha: float, k: int) -> float:
     return float(k + 1) if alpha == 1.0 else (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
 
 
-def expected_speedup(alpha: float, k: int, cost_ratio: float) -> float:
-    """Tokens per round over the round's cost in target forwards, k·c + 1."""
-    return expected_tokens_per_round(alpha, k) / (k * cost_ratio + 1.0)
+def expected_speedup(alpha: float, k: int, cost_ratio: float, verify_cost: float = 1.0
+                     ) -> float:
+    """Tokens per round over the round's cost in target decode steps, k·c + v (v: the
+    verifying forward of k + 1 positions, 1 when it costs one decode step)."""
+    return expected_tokens_per_round(alpha, k) / (k * cost_ratio + verify_cost)
 
 
 def _sync(cache: KVCache, ids: list[int]) -> list[int]:
