@@ -8,7 +8,7 @@ Two kinds of layer (inference only, no gradients):
       acc[t, j] = Σ_k q_x[t, k] · q_w[j, k]   (int32 accumulator),
       y[t, j]   = s_x,t · s_w,j · acc[t, j] + b_j.
 
-  An int32 accumulator holds in_features · 127² < 2³¹ for in_features ≤ 133,143. NumPy's
+  An int32 accumulator holds in_features · 127² < 2³¹ for in_features ≤ 133,144. NumPy's
   integer matmul does not use BLAS (it is hundreds of times slower than float32 here), so by
   default (``accumulate="float64"``) the same integer sum is computed by a float64 matmul of
   the integer codes: every product and partial sum is an integer below 2⁵³, hence exact in
