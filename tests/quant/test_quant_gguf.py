@@ -135,3 +135,30 @@ def test_a_non_llama_model_is_refused(tmp_path: Path) -> None:
                rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="llama"):
         export_gguf(gpt2, tmp_path / "x.gguf")
+
+
+def test_the_file_computes_our_model_under_llama_cpps_interleaved_rope(tmp_path: Path) -> None:
+    """Independent of our reader's inverse permutation: load the GGUF tensors as they are
+    into a model that rotates interleaved pairs (llama.cpp's 'llama' convention); it must
+    compute what our halves-convention model computes."""
+    from dataclasses import replace
+
+    m = _llama()
+    export_gguf(m, tmp_path / "m.gguf")
+    meta, tensors = read_gguf(tmp_path / "m.gguf")
+    inter = GPT(replace(m.config, positional="rope"), rng=np.random.default_rng(5))
+    params = dict(inter.named_parameters())
+    get = lambda n: gguf_values(*tensors[n])  # noqa: E731
+    params["tok_emb.weight"].data[...] = get("token_embd.weight")
+    params["final_norm.weight"].data[...] = get("output_norm.weight")
+    params["lm_head.weight"].data[...] = get("output.weight")
+    for i in range(meta["llama.block_count"]):
+        b, g = f"blocks.{i}.", f"blk.{i}."
+        params[b + "attn.qkv_proj.weight"].data[...] = np.concatenate(
+            [get(g + "attn_q.weight"), get(g + "attn_k.weight"), get(g + "attn_v.weight")])
+        for ours, theirs in (("ln1", "attn_norm"), ("attn.out_proj", "attn_output"),
+                             ("ln2", "ffn_norm"), ("ffn.w1", "ffn_gate"),
+                             ("ffn.w3", "ffn_up"), ("ffn.w2", "ffn_down")):
+            params[b + ours + ".weight"].data[...] = get(g + theirs + ".weight")
+    ids = np.random.default_rng(1).integers(0, 256, (2, 16))
+    np.testing.assert_allclose(inter(ids).data, m(ids).data, rtol=0, atol=1e-5)
