@@ -81,9 +81,15 @@ def scores(model: Any, rc: RunConfig, test: bool = False) -> dict[str, float]:
 
 
 def run_one(base: str, ft: FinetuneConfig, lr: float, seed: int, rc: RunConfig,
-            test: bool = False) -> dict[str, Any]:
-    """Fine-tune a fresh base once; the learning curve, the scores, the tuned model."""
+            test: bool = False, scratch: bool = False) -> dict[str, Any]:
+    """Fine-tune a fresh base once; the learning curve, the scores, the tuned model.
+    ``scratch``: the base's architecture at a random initialisation instead (no pretraining)."""
     b = fresh_base(base)
+    if scratch:
+        from spiral.models.gpt import GPT
+
+        b = Base(GPT(b.model.config, rng=np.random.default_rng(1000 + seed)), b.tokenizer,
+                 "random initialisation")
     tc = TrainConfig(max_steps=rc.steps, batch_size=rc.batch_size, seq_len=rc.seq_len, lr=lr,
                      warmup_steps=rc.warmup_steps, weight_decay=rc.weight_decay,
                      eval_interval=rc.eval_interval, eval_tokens=rc.eval_tokens, seed=seed,
