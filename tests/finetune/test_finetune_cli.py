@@ -92,3 +92,24 @@ def test_each_method_changes_exactly_what_it_should(standin: Path, method: str) 
     assert np.isfinite(result["val_nats"])
     with pytest.raises(FinetuneError, match="unknown method"):
         FinetuneConfig("prefix")
+
+
+def test_a_spiral_train_gpt_run_folder_is_a_base(tmp_path: Path) -> None:
+    from spiral import checkpoint
+    from spiral.models import GPT, GPTConfig
+
+    vocab = "\nabcdefghijklmnopqrstuvwxyz"
+    cfg = GPTConfig(vocab_size=len(vocab), context_length=16, n_layers=1, n_heads=2,
+                    d_model=16)
+    model = GPT(cfg, rng=np.random.default_rng(0))
+    checkpoint.save(tmp_path / "checkpoint.safetensors", model)
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model": "gpt", "model_config": cfg.to_dict(), "vocab": vocab}))
+    base = load_base(tmp_path)
+    ids = np.arange(8)[None] % len(vocab)
+    np.testing.assert_array_equal(base.model(ids).data, model(ids).data)
+    assert base.tokenizer.encode("ab\n") == [1, 2, 0]
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model": "mlp", "model_config": {}, "vocab": vocab}))
+    with pytest.raises(FinetuneError, match="needs a GPT|does not fit"):
+        load_base(tmp_path)
