@@ -44,7 +44,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     export(model, folder, family="llama")
     tm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     with torch.no_grad():  # warm-up: the first call pays for lazy initialization
-        tm(torch.zeros((1, 4), dtype=torch.long), past_key_values=DynamicCache(), use_cache=True)
+        tm(torch.zeros((1, 4), dtype=torch.long), cache=DynamicCache(), use_cache=True)
     load = load_average()
     rows = []
     for t in config.lengths:
@@ -58,9 +58,9 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
             ours = min(ours, time.perf_counter() - t0)
             with torch.no_grad():
                 past = DynamicCache()
-                tm(torch.from_numpy(ids[:, :-1]), past_key_values=past, use_cache=True)
+                tm(torch.from_numpy(ids[:, :-1]), cache=past, use_cache=True)
                 t0 = time.perf_counter()
-                out = tm(torch.from_numpy(ids[:, -1:]), past_key_values=past, use_cache=True)
+                out = tm(torch.from_numpy(ids[:, -1:]), cache=past, use_cache=True)
                 theirs = min(theirs, time.perf_counter() - t0)
         z_torch = out.logits[0, -1].numpy()
         rows.append({"length": t, "ours_s": ours, "torch_s": theirs, "ratio": ours / theirs,
