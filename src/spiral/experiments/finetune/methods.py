@@ -110,9 +110,10 @@ def _pm(s: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
     curves, ax = new_figure(width=5.6, height=3.2)
+    b0 = results["base"]["val"]  # step 0: every method starts at the base
     for i, (name, v) in enumerate(results["methods"].items()):
-        steps = [s for s, _ in v["curves"][0]]
-        vals = np.array([[x for _, x in c] for c in v["curves"]])
+        steps = [0] + [s for s, _ in v["curves"][0]]
+        vals = np.array([[b0] + [x for _, x in c] for c in v["curves"]])
         ax.plot(steps, vals.mean(0), marker="o", ms=3, color=PALETTE[i], label=name)
         if len(vals) > 1:
             ax.fill_between(steps, vals.min(0), vals.max(0), color=PALETTE[i], alpha=0.2, lw=0)
