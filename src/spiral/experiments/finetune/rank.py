@@ -53,6 +53,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     for r in config.ranks:
         out["by_rank"][str(r)] = point(lora(r), config.lr)
     r8 = 8 if 8 in config.ranks else config.ranks[0]
+    out["targets_rank"] = r8
     out["by_targets"]["attention + FFN"] = out["by_rank"][str(r8)]
     out["by_targets"]["attention only"] = point(lora(r8, ATTN), config.lr)
     out["by_targets"]["FFN only"] = point(lora(r8, FFN), config.lr)
@@ -81,10 +82,11 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     ax.axhline(full["mean"], color=PALETTE[1], ls="--", lw=1, label="full fine-tuning")
     ax.axhspan(full["mean"], full["mean"] + 0.03, color=PALETTE[1], alpha=0.12, lw=0,
                label="within 0.03 nats of full")
+    r8 = results["targets_rank"]
     for i, (k, t) in enumerate(results["by_targets"].items()):
         if k != "attention + FFN":
-            ax.plot([8], [t["val"]["mean"]], marker="s^"[i % 2], ls="", color=PALETTE[2 + i],
-                    label=f"LoRA r = 8, {k}")
+            ax.plot([r8], [t["val"]["mean"]], marker="s^"[i % 2], ls="", color=PALETTE[2 + i],
+                    label=f"LoRA r = {r8}, {k}")
     ax.set_xscale("log", base=2)
     ax.set_xticks(ranks, [str(r) for r in ranks])
     ax.set_xlabel("LoRA rank r")
