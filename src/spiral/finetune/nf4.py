@@ -195,13 +195,14 @@ class NF4LoRALinear(LoRALinear):
 
 def inject_qlora(model: Module, r: int = 8, lora_alpha: float = 8.0,
                  target_modules: str | list[str] | tuple[str, ...] = DEFAULT_TARGETS,
-                 *, rng: np.random.Generator | None = None) -> list[str]:
+                 lora_dropout: float = 0.0, *, rng: np.random.Generator | None = None
+                 ) -> list[str]:
     """``inject_lora`` whose adapted bases are stored in NF4; returns the adapted names."""
     names = inject_lora(model, r, lora_alpha, target_modules, rng=rng)
     mods = dict(lora_modules(model))
     for name in names:
         old = mods[name]
-        new = NF4LoRALinear(old.base_layer, r, lora_alpha, rng=rng)
+        new = NF4LoRALinear(old.base_layer, r, lora_alpha, lora_dropout, rng=rng)
         new.lora_A.weight.data[...] = old.lora_A.weight.data
         parent_name, _, child = name.rpartition(".")
         parent = dict(model.named_modules())[parent_name] if parent_name else model

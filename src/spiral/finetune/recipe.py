@@ -115,7 +115,7 @@ def apply_method(model: Any, cfg: FinetuneConfig, rng: np.random.Generator) -> d
                                       cfg.lora_dropout, rng=rng)
             else:
                 adapted = inject_qlora(model, cfg.r, cfg.lora_alpha, list(cfg.target_modules),
-                                       rng=rng)
+                                       cfg.lora_dropout, rng=rng)
         except ValueError as err:
             raise FinetuneError(str(err)) from None
     trainable, _ = trainable_parameters(model)
