@@ -273,3 +273,10 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypat
     assert len(err.splitlines()) == 1 and "KeyError" in err and "--debug" in err
     with pytest.raises(KeyError):
         main(["--debug", "stages"])
+
+
+def test_a_byte_model_is_scored_on_character_ids_only_for_ascii() -> None:
+    from spiral.tour import ByteModelOnCharIds
+
+    with pytest.raises(ValueError, match="ASCII"):
+        ByteModelOnCharIds(object(), ["a", "é"])

@@ -51,6 +51,35 @@ class Rung:
     # (corpus, train text, |V|, rng, progress) -> a trained model
     build: Callable[[str, str, int, np.random.Generator, bool], Any]
     settings: str = ""
+    corpora: tuple[str, ...] | None = None  # None: every corpus
+
+
+class ByteModelOnCharIds:
+    """A byte-level model scored on a character tokenizer's ids (ASCII text: one byte per
+    character, so nats per byte are nats per character): ids are mapped to bytes."""
+
+    def __init__(self, model: Any, itos: list[str]) -> None:
+        if any(ord(c) > 127 for c in itos):
+            raise ValueError("a byte-level model can be scored on character ids only for "
+                             "ASCII text")
+        self.model, self.itos = model, itos
+        self.table = np.array([ord(c) for c in itos], dtype=np.int64)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model.context_length)
+
+    def window_nll(self, windows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.window_nll(self.table[windows]))
+
+    def num_parameters(self) -> int:
+        return int(self.model.num_parameters())
+
+    def generate(self, n: int, rng: np.random.Generator) -> str:
+        from spiral.generate import generate
+
+        ids = generate(self.model, [ord("\n")], n, rng)
+        return bytes(ids).decode("ascii", errors="replace")
 
 
 def _ngram(order: int, smoothing: str) -> Rung:
@@ -114,6 +143,21 @@ def _gpt(quick: bool) -> Rung:
     return Rung(label, 8, build, settings)
 
 
+def _pretrained(name: str) -> Rung:
+    def build(corpus: str, train: str, vocab_size: int, rng: np.random.Generator,
+              progress: bool) -> Any:
+        from spiral.models.pretrained import load_pretrained
+
+        tok = CharTokenizer.from_text(train)
+        return ByteModelOnCharIds(load_pretrained(name).model, list(tok.itos))
+
+    settings = (f"the book's pretrained model '{name}' (stage 14), loaded checksum-verified "
+                "from models/, not trained here; its record is models/" + name +
+                "/training.json")
+    return Rung("the book's model (stage 14, pretrained)", 14, build, settings,
+                corpora=("shakespeare",))
+
+
 def ladder(quick: bool) -> list[Rung]:
     """The rungs, cheapest first; ``quick`` drops the slow ones and shortens the training."""
     rungs = [Rung("uniform over the vocabulary", 1,
@@ -122,6 +166,9 @@ def ladder(quick: bool) -> list[Rung]:
     if not quick:
         rungs += [_ngram(5, "kneser_ney"), _ngram(6, "kneser_ney")]
     rungs += [_mlp(quick), _gpt(quick)]
+    from spiral.models.pretrained import BOOK_MODEL
+
+    rungs.append(_pretrained(BOOK_MODEL))
     return rungs
 
 
@@ -159,14 +206,18 @@ def run_tour(quick: bool = False, out: Path | None = None, seed: int = 0,
         checked.append((corpus, splits))
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    with tqdm(total=len(corpora) * len(rungs), desc="spiral tour", unit="model",
+    def applies(rung: Rung, name: str) -> bool:
+        return rung.corpora is None or name in rung.corpora
+
+    total = sum(applies(r, s.name) for _, s in checked for r in rungs)
+    with tqdm(total=total, desc="spiral tour", unit="model",
               disable=not progress, position=0) as bar:
         for corpus, splits in checked:
             tok = CharTokenizer.from_text(splits.train)  # V = the training characters
             val_ids = tok.encode_array(splits.val)
             if quick:
                 val_ids = val_ids[:20_000]
-            for rung in rungs:
+            for rung in (r for r in rungs if applies(r, splits.name)):
                 bar.set_postfix_str(f"{splits.name}: {rung.label}")
                 rng = np.random.default_rng(seed)
                 t0 = time.perf_counter()

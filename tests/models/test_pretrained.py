@@ -110,3 +110,16 @@ def test_registry_pins_the_sums(standin: P.Pretrained, tmp_path: Path,
     _resum(tmp_path / "pinned")
     with pytest.raises(P.PretrainedError, match="not the one registered"):
         P.load_pretrained("pinned")
+
+
+def test_the_books_model_is_committed_pinned_and_loads() -> None:
+    """The book's model ships in models/, its SHA256SUMS matches the registry's pin, and it
+    builds the byte-level Llama-style GPT its record describes."""
+    from spiral.models.pretrained import BOOK_MODEL, REGISTRY, load_pretrained
+
+    assert BOOK_MODEL in REGISTRY
+    p = load_pretrained(BOOK_MODEL)
+    assert p.config.vocab_size == 256 and p.tokenizer.vocab_size == 256
+    assert p.config.norm_type == "rmsnorm" and p.config.ffn_type == "swiglu"
+    assert p.model.num_parameters() == p.record["n_parameters"]
+    assert p.record["corpus"] == "shakespeare"

@@ -32,13 +32,17 @@ import numpy as np
 
 from spiral.models.gpt import GPT, GPTConfig
 
-__all__ = ["PretrainedError", "Pretrained", "REGISTRY", "models_dir", "save_pretrained",
-           "load_pretrained", "train_tiny_standin"]
+__all__ = ["PretrainedError", "Pretrained", "REGISTRY", "BOOK_MODEL", "models_dir",
+           "save_pretrained", "load_pretrained", "train_tiny_standin"]
 
 FORMAT, VERSION = "spiral-pretrained", 1
 FILES = ("model.safetensors", "config.json", "tokenizer.json", "training.json")
 SUMS = "SHA256SUMS"
-REGISTRY: dict[str, str] = {}  # name -> SHA-256 of its SHA256SUMS (committed models)
+# name -> SHA-256 of its SHA256SUMS (committed models; the pin of a trained artefact)
+REGISTRY: dict[str, str] = {
+    "spiral-book": "65c78240be6496b7d61db65a776d115d56880c729d6bd535b8e24d08609b8ea9",
+}
+BOOK_MODEL = "spiral-book"     # the book's model (stage 14), used by stages 15-18 and the tour
 
 
 class PretrainedError(RuntimeError):
