@@ -37,13 +37,14 @@ class Config:
     n_heads: int = 4
     context: int = 64
     batch: int = 16
-    steps: int = 600
+    steps: int = 400
     lr: float = 3e-3
-    eval_every: int = 100
+    eval_every: int = 50
     eval_windows: int = 64
     growth_interval: int = 100
     seeds: tuple[int, ...] = (0, 1, 2)
     base: str = "spiral-book"  # unused here: the runs train their own small model
+    workers: int = 4  # independent runs in parallel processes (results do not depend on it)
 
 
 def _val_loss(model: GPT, val: np.ndarray, T: int, windows: int, precision: str) -> float:
@@ -81,13 +82,24 @@ def _run_one(config: Config, precision: str, seed: int, train: np.ndarray, val: 
             "final_scale": scales[-1]}
 
 
-def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+def _job(args: tuple[Config, str, int]) -> dict[str, Any]:
+    config, precision, seed = args
     splits = get_splits(config.corpus)
     tok = CharTokenizer.from_text(splits.train)
     train = np.array(tok.encode(splits.train), dtype=np.int64)
     val = np.array(tok.encode(splits.val), dtype=np.int64)
-    runs = [_run_one(config, p, s, train, val, tok.vocab_size)
-            for s in config.seeds for p in TRAINING_PRECISIONS]
+    return _run_one(config, precision, seed, train, val, tok.vocab_size)
+
+
+def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+    jobs = [(config, p, s) for s in config.seeds for p in TRAINING_PRECISIONS]
+    if config.workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=config.workers) as ex:
+            runs = list(ex.map(_job, jobs))
+    else:
+        runs = [_job(j) for j in jobs]
     ref = {r["seed"]: r["final"] for r in runs if r["precision"] == "float32"}
     summary = {}
     for p in TRAINING_PRECISIONS:
@@ -128,7 +140,7 @@ def check(results: dict[str, Any]) -> None:
 EXPERIMENT = Experiment(
     name="memopt_precision", stage=12, title="float32, bfloat16 and float16 training",
     quick=Config(n_layers=1, d_model=32, n_heads=2, context=32, batch=8, steps=40,
-                 eval_every=20, eval_windows=16, seeds=(0,)),
+                 eval_every=20, eval_windows=16, seeds=(0,), workers=1),
     full=Config(), run=run, plot=plot, check=check,
     summary=lambda r: [(f"{p} gap to float32", r["summary"][p]["gap"])
                        for p in TRAINING_PRECISIONS],
