@@ -50,7 +50,6 @@ FULL_RUN_PENDING: dict[str, str] = {
         "quant_distributions", "quant_error_bounds", "quant_gptq_layers", "quant_ppl_bits",
         "quant_qat", "quant_sensitivity", "quant_size_speed")},
     "memopt_precision": "3 seeds × 4 precisions of a small GPT; running",
-    "transformer_heads_names": "6 runs of 8,000 steps on names; running",
 }
 
 
