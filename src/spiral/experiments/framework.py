@@ -49,7 +49,6 @@ FULL_RUN_PENDING: dict[str, str] = {
         "inference_torch_ratio",
         "quant_distributions", "quant_error_bounds", "quant_gptq_layers", "quant_ppl_bits",
         "quant_qat", "quant_sensitivity", "quant_size_speed")},
-    "memopt_precision": "3 seeds × 4 precisions of a small GPT; running",
 }
 
 
