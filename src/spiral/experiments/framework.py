@@ -36,19 +36,19 @@ Results = dict[str, Any]
 # variants run in the test suite like every other; no chapter may cite them (a test checks
 # it), and a name must leave this table in the commit that adds its results (a test checks
 # that too). Most need the book's model (stage 14) and hours of CPU.
-_BOOK = "needs the book's model spiral-book; not run yet"
+_BOOK = "runs on the book's model spiral-book (minutes to about half an hour each); not run yet"
 FULL_RUN_PENDING: dict[str, str] = {
     "architectures_ablation": "about 2.8 quiet core-hours (42 baby runs); resumable",
     "architectures_names": "about 2.5 quiet core-hours (5 runs of 16,000 steps); resumable",
     "architectures_scaling": "about 1.3 quiet core-hours (25 runs); resumable",
     **{name: _BOOK for name in (
-        "finetune_memory", "finetune_methods", "finetune_nf4_error", "finetune_rank",
+        "finetune_methods", "finetune_rank",
         "finetune_spectrum", "finetune_transfer",
-        "inference_batching", "inference_cache_memory", "inference_decode_speed",
+        "inference_batching", "inference_decode_speed",
         "inference_roofline", "inference_serve_load", "inference_speculative",
         "inference_torch_ratio",
-        "quant_distributions", "quant_error_bounds", "quant_gptq_layers", "quant_ppl_bits",
-        "quant_qat", "quant_sensitivity", "quant_size_speed")},
+        "quant_distributions", "quant_gptq_layers", "quant_ppl_bits",
+        "quant_qat", "quant_sensitivity")},
 }
 
 
