@@ -187,3 +187,11 @@ def test_the_extreme_detector_sees_positional_picks():
     steps = 'from {{ result("x", "runs.0.train.7") }} at order 8 to {{ result("x", "runs.0.train.8") }}'
     assert _TYPED_EXTREME.search(picked) and _TYPED_EXTREME.search(runs)
     assert not _TYPED_EXTREME.search(ok) and not _TYPED_EXTREME.search(steps)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.parent.name)
+def test_no_macro_inside_inline_code(chapter):
+    """Macros inside inline code are not expanded: the page would show the literal
+    braces (it happened once, in stage 12)."""
+    text = chapter.read_text(encoding="utf-8")
+    assert "`{{" not in text and "}}`" not in text, chapter
