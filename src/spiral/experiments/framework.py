@@ -47,7 +47,6 @@ FULL_RUN_PENDING: dict[str, str] = {
         "inference_batching", "inference_decode_speed",
         "inference_roofline", "inference_serve_load", "inference_speculative",
         "inference_torch_ratio",
-        "quant_distributions", "quant_gptq_layers", "quant_ppl_bits",
         "quant_qat", "quant_sensitivity")},
 }
 
