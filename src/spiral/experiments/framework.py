@@ -47,7 +47,7 @@ FULL_RUN_PENDING: dict[str, str] = {
         "inference_batching", "inference_decode_speed",
         "inference_roofline", "inference_serve_load", "inference_speculative",
         "inference_torch_ratio",
-        "quant_qat", "quant_sensitivity")},
+        "quant_qat")},
 }
 
 
