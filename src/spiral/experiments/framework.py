@@ -46,8 +46,7 @@ FULL_RUN_PENDING: dict[str, str] = {
         "finetune_spectrum", "finetune_transfer",
         "inference_batching", "inference_decode_speed",
         "inference_roofline", "inference_serve_load", "inference_speculative",
-        "inference_torch_ratio",
-        "quant_qat")},
+        "inference_torch_ratio")},
 }
 
 

@@ -65,7 +65,21 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     a, b = (out["models"][n]["params"] for n in config.presets)
     out["param_difference"] = int(b - a)
     out["relative_difference"] = (b - a) / a
+    out["book_flops"] = _book_flops()
     return out
+
+
+def _book_flops() -> dict[str, Any]:
+    """Training FLOPs per token of the book's model, split into weight matmuls and attention."""
+    from spiral.experiments.architectures.book_model import Config as BookConfig
+    from spiral.experiments.architectures.book_model import model_config
+    from spiral.scaling.flops import attention_flops_per_token, matmul_parameters
+
+    c = model_config(BookConfig())
+    weights = 6 * matmul_parameters(c)           # 3 passes × 2 FLOPs per multiply-add
+    attention = 3 * attention_flops_per_token(c)  # 3 × 4·L·T·H·hd
+    return {"n_matmul": matmul_parameters(c), "weights": weights, "attention": attention,
+            "per_token": weights + attention, "attention_share": attention / (weights + attention)}
 
 
 _LABELS = {

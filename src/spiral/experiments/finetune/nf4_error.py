@@ -79,6 +79,13 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                               f"{v['mse_nf4']:.3e}", f"{v['mse_int4']:.3e}",
                               f"{v['mse_nf4'] / v['mse_int4']:.2f}",
                               f"{v['gaussian_ratio']:.2f}"] for n, v in per.items()]}
+    # the code itself, ours beside the paper's appendix, and the int4 grid it replaces
+    # (symmetric absmax int4: levels k/7 for k = -7..7, so 15 used of 16)
+    out["codes_table"] = {
+        "columns": ["index", "NF4 (ours)", "QLoRA appendix", "|difference|", "int4 level"],
+        "rows": [[str(i), f"{a:+.7f}", f"{b:+.7f}", f"{abs(a - b):.1e}",
+                  f"{(i - 7) / 7:+.4f}" if i < 15 else "(unused)"]
+                 for i, (a, b) in enumerate(zip(out["codes"], out["published"]))]}
     return out
 
 

@@ -70,10 +70,13 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     fig, (a, b) = new_figure(1, 2, width=7.4, height=3.0)
     names = list(results["sensitivity"])
     y = np.arange(len(names))
-    a.barh(y, [results["sensitivity"][n] for n in names], color=PALETTE[1])
+    # millinats: a quantized layer moves the loss by thousandths of a nat, and tick labels
+    # in nats (0.0005, 0.0010, ...) run into each other at this width.
+    a.barh(y, [1000 * results["sensitivity"][n] for n in names], color=PALETTE[1])
     a.set_yticks(y, names, fontsize=6)
     a.invert_yaxis()
-    a.set_xlabel("Δ validation nats, this layer alone quantized")
+    a.axvline(0, color="k", lw=0.5)
+    a.set_xlabel("Δ validation millinats, this layer alone quantized")
     mx = results["mixed"]
     b.plot([p["bytes"] / 1024 for p in mx], [p["nats"] for p in mx], "o-", color=PALETTE[0],
            ms=3)
