@@ -20,25 +20,17 @@ Papers: Hu et al. (2021), LoRA; Dettmers et al. (2023), QLoRA. Chapter: stage 15
 
 from __future__ import annotations
 
-import gc
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
-
-import numpy as np
 
 from spiral.finetune.lora import DEFAULT_TARGETS, lora_modules, matches
 from spiral.finetune.nf4 import NF4LoRALinear, nf4_nbytes
 from spiral.profiling.memory_graph import Grad, Node, build_gpt_graph
 from spiral.profiling.memory_layouts import layout_for
 from spiral.profiling.memory_model import Breakdown, simulate_step
-from spiral.profiling.memory_profiler import (
-    MemoryProfiler,
-    MemoryTimeline,
-    _step_phases,
-    _track_resident,
-)
+from spiral.profiling.memory_profiler import MemoryProfiler, MemoryTimeline, profile_step
 
 METHODS = ("full", "freeze", "lora", "qlora")
 
@@ -163,29 +155,12 @@ def _is_trainable(nodes: list[Node], i: int) -> bool:
 
 def profile_finetune_step(model: Any, batch: tuple[Any, Any], optimizer: Any) -> MemoryTimeline:
     """Stage 11's ``profile_step`` (after one warm-up step) with NF4 storage counted as params."""
-    from spiral.nn import functional as F
 
-    x, y = (np.asarray(a) for a in batch)
-    model.train()
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    del loss
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        with MemoryProfiler() as prof:
-            _track_resident(prof, model, optimizer, x, y)
-            for _, m in lora_modules(model):
-                if isinstance(m, NF4LoRALinear):
-                    q = m.base_weight()
-                    for arr in (q.packed, q.qscale, q.scale_absmax):
-                        prof.track(arr, "param", "resident")
-            prof.timeline.baseline = prof.live
-            _step_phases(prof, model, x, y, optimizer)
-    finally:
-        if was_enabled:
-            gc.enable()
-    return prof.timeline
+    def track_nf4(prof: MemoryProfiler) -> None:
+        for _, m in lora_modules(model):
+            if isinstance(m, NF4LoRALinear):
+                q = m.base_weight()
+                for arr in (q.packed, q.qscale, q.scale_absmax):
+                    prof.track(arr, "param", "resident")
+
+    return profile_step(model, batch, optimizer, track_extra=track_nf4)

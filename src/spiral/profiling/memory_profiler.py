@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,14 +229,24 @@ def _step_phases(prof: MemoryProfiler, model: Any, x: np.ndarray, y: np.ndarray,
         optimizer.zero_grad(set_to_none=True)
 
 
+def as_array(a: Any) -> np.ndarray:
+    """The array behind a batch: a Tensor's ``.data``, an ndarray itself (never its ``.data``,
+    a raw memoryview: an array made from it is a new owner, and two views of one buffer, such
+    as ``ids[:, :-1]`` and ``ids[:, 1:]``, would be counted twice)."""
+    return np.asarray(a if isinstance(a, np.ndarray) else getattr(a, "data", a))
+
+
 def profile_step(model: Any, batch: tuple[Any, Any], optimizer: Any = None, *,
-                 warmup: bool = True) -> MemoryTimeline:
+                 warmup: bool = True,
+                 track_extra: Callable[[MemoryProfiler], None] | None = None) -> MemoryTimeline:
     """Profile one training step (forward, loss, backward, ``optimizer.step``, zero_grad).
 
     ``batch`` is (ids, targets), both (B, T) integers. With ``warmup`` one unprofiled step
     runs first, so the optimizer state already exists (the steady state of training).
+    ``track_extra(profiler)`` runs after the resident arrays are tracked, for storage the
+    parameters do not expose (stage 15's NF4 codes and scales).
     """
-    x, y = (np.asarray(getattr(a, "data", a)) for a in batch)
+    x, y = (as_array(a) for a in batch)
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"batch must be (ids, targets) of the same 2-D shape, got "
                          f"{x.shape} and {y.shape}")
@@ -252,6 +263,8 @@ def profile_step(model: Any, batch: tuple[Any, Any], optimizer: Any = None, *,
     try:
         with MemoryProfiler() as prof:
             _track_resident(prof, model, optimizer, x, y)
+            if track_extra is not None:
+                track_extra(prof)
             prof.timeline.baseline = prof.live
             _step_phases(prof, model, x, y, optimizer)
     finally:
@@ -262,7 +275,7 @@ def profile_step(model: Any, batch: tuple[Any, Any], optimizer: Any = None, *,
 
 def profile_inference(model: Any, ids: Any) -> MemoryTimeline:
     """Profile one forward pass under ``no_grad`` (eval mode): weights + transient outputs."""
-    x = np.asarray(getattr(ids, "data", ids))
+    x = as_array(ids)
     model.eval()
     gc.collect()
     try:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from spiral.nn import functional as F
+from spiral.profiling.memory_profiler import as_array
 
 __all__ = ["tracemalloc_step_peak", "torch_step_peak", "torch_forward_bytes",
            "TORCH_CATEGORIES"]
@@ -46,7 +47,7 @@ def tracemalloc_step_peak(model: Any, batch: tuple[Any, Any], optimizer: Any = N
     Returns ``numpy_peak`` (comparable to the profiler's peak), ``traced_peak`` (all
     domains, above the untraced resident arrays), ``python_objects`` and ``resident``.
     """
-    x, y = (np.asarray(getattr(a, "data", a)) for a in batch)
+    x, y = (as_array(a) for a in batch)
     model.train()
     if warmup and optimizer is not None:
         F.cross_entropy(model(x), y).backward()
