@@ -104,6 +104,15 @@ def test_browser_shows_typeset_math_and_figures(site):
             ) if (site / "stages").is_dir() else ["foundations.html"]
             for rel in pages:
                 page.goto(f"{base}/{rel}", wait_until="networkidle")
+                # KaTeX typesets after the network is idle, hundreds of formulas per page:
+                # seconds on a loaded machine. Wait for it (or time out and report the count).
+                try:
+                    page.wait_for_function(
+                        "document.querySelectorAll('.arithmatex').length === "
+                        "document.querySelectorAll('.arithmatex .katex').length",
+                        timeout=60_000)
+                except sync_api.TimeoutError:
+                    pass
                 n_math = page.locator(".arithmatex").count()
                 n_katex = page.locator(".arithmatex .katex").count()
                 assert n_math > 0 and n_katex == n_math, f"{rel}: {n_katex}/{n_math} typeset"

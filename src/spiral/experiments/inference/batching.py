@@ -23,7 +23,12 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
-from spiral.experiments.inference.common import base_config, load_average, random_model
+from spiral.experiments.inference.common import (
+    base_config,
+    load_average,
+    one_blas_thread,
+    random_model,
+)
 from spiral.inference import Engine, KVCache, forward_batch, forward_cached, poisson_trace, replay
 from spiral.inference.roofline import best_time
 from spiral.plotting import PALETTE, new_figure
@@ -71,6 +76,11 @@ def fit_step_cost(model: Any, max_batch: int, repeats: int = 7) -> dict[str, flo
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+    with one_blas_thread():  # timings: one BLAS thread (see common.one_blas_thread)
+        return _run(config, rng)
+
+
+def _run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     cfg = base_config(config.base)
     model = random_model(cfg, int(rng.integers(1 << 30)))  # speed does not need trained weights
     ctx = cfg.context_length

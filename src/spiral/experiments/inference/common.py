@@ -9,8 +9,10 @@ context where the experiment sweeps lengths). Chapter: stage 17.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,17 @@ def random_model(config: GPTConfig, seed: int = 0, **overrides: Any) -> GPT:
     m = GPT(replace(config, **overrides), rng=np.random.default_rng(seed))
     m.eval()
     return m
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run timings on one BLAS thread: on a shared two-core machine a second BLAS thread
+    waits for a core another process holds, and an uncached forward over a few hundred
+    positions of a small model can take tens of times longer than on one thread."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def load_average() -> list[float]:

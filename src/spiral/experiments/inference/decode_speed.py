@@ -19,7 +19,12 @@ import numpy as np
 
 from spiral.autograd import no_grad
 from spiral.experiments.framework import Experiment
-from spiral.experiments.inference.common import base_config, load_average, random_model
+from spiral.experiments.inference.common import (
+    base_config,
+    load_average,
+    one_blas_thread,
+    random_model,
+)
 from spiral.inference import KVCache, forward_cached
 from spiral.inference.roofline import best_time, forward_flops_cached
 from spiral.plotting import PALETTE, new_figure
@@ -52,6 +57,11 @@ def step_times(model: Any, t: int, repeats: int, seed: int) -> tuple[float, floa
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+    with one_blas_thread():  # timings: one BLAS thread (see common.one_blas_thread)
+        return _run(config, rng)
+
+
+def _run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     seed = int(rng.integers(1 << 30))
     model = random_model(base_config(config.base), seed, context_length=max(config.lengths))
     load_before = load_average()

@@ -21,7 +21,12 @@ import numpy as np
 
 from spiral.autograd import no_grad
 from spiral.experiments.framework import Experiment
-from spiral.experiments.inference.common import base_config, load_average, random_model
+from spiral.experiments.inference.common import (
+    base_config,
+    load_average,
+    one_blas_thread,
+    random_model,
+)
 from spiral.inference import KVCache, forward_batch, forward_cached
 from spiral.inference.roofline import (
     attainable,
@@ -32,6 +37,7 @@ from spiral.inference.roofline import (
     measure_peak_flops,
 )
 from spiral.plotting import PALETTE, new_figure
+from spiral.scaling.flops import matmul_parameters
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,11 @@ class Config:
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+    with one_blas_thread():  # timings: one BLAS thread (see common.one_blas_thread)
+        return _run(config, rng)
+
+
+def _run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     seed = int(rng.integers(1 << 30))
     load = load_average()
     peak = measure_peak_flops(config.matmul_n, repeats=config.repeats)
@@ -83,8 +94,18 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
         k["achieved"] = k["flops"] / k["seconds"]
         k["roof"] = float(attainable(k["intensity"], peak, bw))
     dec1 = next(k for k in kernels if k["kind"] == "decode")
+    decs = [k for k in kernels if k["kind"] == "decode"]
+    pre_last = [k for k in kernels if k["kind"] == "prefill"][-1]
     return {"peak_flops": peak, "bandwidth": bw, "ridge": peak / bw, "kernels": kernels,
             "decode_left_of_ridge": bool(dec1["intensity"] < peak / bw),
+            # named summaries the chapter quotes (the kernels list is indexed by config)
+            "decode_intensity": dec1["intensity"], "decode_share_of_roof":
+            dec1["achieved"] / dec1["roof"], "prefill_max_intensity": pre_last["intensity"],
+            "prefill_max_n": pre_last["n"], "decode_max_batch": decs[-1]["n"],
+            "decode_batch_intensity": decs[-1]["intensity"],
+            "batch_flops_gain": max(k["achieved"] for k in decs) / dec1["achieved"],
+            "weight_bytes": 4 * matmul_parameters(model.config),
+            "peak_gflops": peak / 1e9, "bandwidth_gb_s": bw / 1e9,
             "decode_at": t, "load_average": [load, load_average()],
             "table": {"columns": ["kernel", "FLOP/byte", "achieved GFLOP/s",
                                   "roof GFLOP/s", "share of roof"],

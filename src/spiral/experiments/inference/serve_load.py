@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment
-from spiral.experiments.inference.common import load_average, load_base, val_prompts
+from spiral.experiments.inference.common import (
+    load_average,
+    load_base,
+    one_blas_thread,
+    val_prompts,
+)
 from spiral.inference.loadtest import load_test
 from spiral.inference.serve import ServeConfig, build_app
 from spiral.inference.serve_cli import ServerThread
@@ -36,6 +41,11 @@ class Config:
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+    with one_blas_thread():  # timings: one BLAS thread (see common.one_blas_thread)
+        return _run(config, rng)
+
+
+def _run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     pre = load_base(config.base, steps=config.standin_steps)
     tok = ByteTokenizer()
     prompts = [tok.decode(p) for p in val_prompts(config.n_requests, config.prompt_len, rng)]

@@ -6,7 +6,9 @@ wall-clock speed-up over plain cached decoding against the formula
 (1 − α^{k+1}) / ((1 − α)(k·c + v)), with c the draft's decode step time over the target's
 and v the target's verifying forward of k + 1 positions over one decode step (all measured
 here; v = 1, the textbook's idealization, is reported too). Sampling at temperature 1;
-greedy decoding is checked token for token against the target's own greedy output. Three
+greedy decoding is checked token for token against the target's own greedy output, and
+sampled two-token continuations are chi-square tested against the target's exact
+distributions (and the draft's, for power: :func:`distribution_test`). Three
 seeds (three sets of validation prompts, three drafts). Timings come from a shared machine
 and carry its load average. Chapter: stage 17.
 """
@@ -19,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from spiral.autograd import no_grad
 from spiral.experiments.framework import Experiment, mean_sd
 from spiral.experiments.inference.common import (
     load_average,
     load_base,
+    one_blas_thread,
     train_draft,
     val_prompts,
 )
@@ -50,6 +54,7 @@ class Config:
     prompt_len: int = 32
     new_tokens: int = 96
     standin_steps: int = 60
+    chi2_samples: int = 3000  # two-token continuations for the distribution test
 
 
 def step_time(model: Any, t: int, n: int = 1) -> float:
@@ -63,11 +68,59 @@ def step_time(model: Any, t: int, n: int = 1) -> float:
     return best_time(one, 7)
 
 
+def distribution_test(target: Any, draft: Any, prompt: list[int], n: int, seed: int
+                      ) -> dict[str, Any]:
+    """Chi-square tests of n sampled two-token continuations (k = 2, temperature 1): the
+    first token's and the second token's distributions against the target's exact ones
+    (P(a), and P(b) = Σ_a P(a) P(b | a)), and against the draft's, to show the tests' power.
+    Cells expecting fewer than five draws are pooled into one."""
+    from scipy import stats  # the test extra, like torch for the PyTorch comparison
+
+    from spiral.generate import filter_probs
+
+    V = target.config.vocab_size
+
+    def exact(m: Any) -> tuple[np.ndarray, np.ndarray]:  # P(a) and P(b), uncached forwards
+        with no_grad():
+            pa = filter_probs(m(np.asarray([prompt])).data[0, -1], 1.0)
+            ids = np.array([prompt + [a] for a in range(V)], dtype=np.int64)
+            last = m(ids).data[:, -1]
+        pb = np.stack([filter_probs(z, 1.0) for z in last])
+        return pa, pa @ pb
+
+    counts = np.zeros((2, V))
+    drafted = accepted = 0
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        o = speculative_generate(target, draft, prompt, 2, rng, k=2)
+        counts[0, o.tokens[0]] += 1
+        counts[1, o.tokens[1]] += 1
+        drafted, accepted = drafted + o.drafted, accepted + o.accepted
+
+    def pvalue(obs: np.ndarray, probs: np.ndarray) -> float:
+        expected, small = probs * n, probs * n < 5
+        f_obs = np.append(obs[~small], obs[small].sum())
+        f_exp = np.append(expected[~small], expected[small].sum())
+        return float(stats.chisquare(f_obs, f_exp).pvalue)
+
+    out: dict[str, Any] = {"samples": n, "acceptance": accepted / drafted}
+    for who, m in (("target", target), ("draft", draft)):
+        for i, (obs, probs) in enumerate(zip(counts, exact(m))):
+            out[f"p_{who}_{('first', 'second')[i]}"] = pvalue(obs, probs)
+    return out
+
+
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+    with one_blas_thread():  # timings: one BLAS thread (see common.one_blas_thread)
+        return _run(config, rng)
+
+
+def _run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     target = load_base(config.base, steps=config.standin_steps).model
     load = load_average()
     per_seed: list[dict[str, Any]] = []
     timeline: list[tuple[int, int]] = []
+    chi2: dict[str, Any] = {}
     for seed in config.seeds:
         draft = train_draft(target.config, config.draft_steps, seed)
         prompts = val_prompts(config.n_prompts, config.prompt_len, np.random.default_rng(seed))
@@ -103,13 +156,15 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                             "verify_cost": verify[k]}
             if seed == config.seeds[0] and k == 4:
                 timeline = outs[0].per_round
+        if seed == config.seeds[0]:
+            chi2 = distribution_test(target, draft, prompts[0], config.chi2_samples, seed)
         per_seed.append({"seed": seed, "cost_ratio": c, "greedy_identical": greedy_same,
                          "rows": rows})
     summary = {}
     for k in config.ks:
         s = [p["rows"][str(k)] for p in per_seed]
         summary[str(k)] = {key: mean_sd([r[key] for r in s]) for key in s[0]}
-    return {"per_seed": per_seed, "summary": summary, "timeline": timeline,
+    return {"per_seed": per_seed, "summary": summary, "timeline": timeline, "chi2": chi2,
             "cost_ratio": mean_sd([p["cost_ratio"] for p in per_seed]),
             "load_average": [load, load_average()],
             "table": {"columns": ["k", "acceptance α", "tokens/round (measured)",
@@ -159,6 +214,9 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def check(results: dict[str, Any]) -> None:
+    # sampled output consistent with the target's distribution (a fixed seed: a fixed p)
+    c = results["chi2"]
+    assert min(c["p_target_first"], c["p_target_second"]) > 1e-4, c
     assert all(p["greedy_identical"] for p in results["per_seed"])
     for row in results["summary"].values():
         assert 0 < row["alpha"]["mean"] < 1
@@ -170,7 +228,7 @@ EXPERIMENT = Experiment(
     name="inference_speculative", stage=17,
     title="Speculative decoding: acceptance, tokens per round and speed-up vs draft length",
     quick=Config(base="standin", draft_steps=20, ks=(1, 2, 4), seeds=(0,), n_prompts=3,
-                 prompt_len=8, new_tokens=20, standin_steps=40),
+                 prompt_len=8, new_tokens=20, standin_steps=40, chi2_samples=1000),
     full=Config(), run=run, plot=plot, check=check,
     summary=lambda r: [(f"speed-up at k = {k}", v["speedup"]["mean"])
                        for k, v in r["summary"].items()],

@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 
 from spiral.experiments.framework import Experiment
-from spiral.experiments.inference.common import base_config, load_average, random_model
+from spiral.experiments.inference.common import (
+    base_config,
+    load_average,
+    one_blas_thread,
+    random_model,
+)
 from spiral.hub.api import export
 from spiral.inference import KVCache, forward_cached
 from spiral.plotting import PALETTE, new_figure
@@ -34,6 +39,11 @@ class Config:
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
+    with one_blas_thread():  # timings: one BLAS thread (see common.one_blas_thread)
+        return _run(config, rng)
+
+
+def _run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, DynamicCache
 
