@@ -80,10 +80,10 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     from spiral.experiments.inference.common import one_blas_thread
 
     with one_blas_thread():  # timings of one core, as the table says, on a shared machine
-        return _run(config)
+        return _run(config, rng)
 
 
-def _run(config: Config) -> dict[str, Any]:
+def _run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     c = config
     sizes = {}
     for name, kw in (("float32", None), ("INT8 per channel", dict(bits=8)),
