@@ -51,7 +51,8 @@ class Config:
     max_steps: int = 2000
     d_model: int = 128
     workers: int = 2
-    cache_dir: str = "runs/architectures_ablation"   # "" = no cache
+    # per-run records, committed: a sweep longer than a session resumes in the next checkout
+    cache_dir: str = "docs/results/architectures_ablation/runs"   # "" = no cache
 
 
 def _job(job: dict[str, Any]) -> dict[str, Any]:

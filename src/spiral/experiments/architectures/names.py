@@ -39,7 +39,8 @@ class Config:
     lr: float = 2e-3
     dropout: float = 0.2
     workers: int = 2
-    cache_dir: str = "runs/architectures_names"  # "" = no cache
+    # per-run records, committed: a sweep longer than a session resumes in the next checkout
+    cache_dir: str = "docs/results/architectures_names/runs"  # "" = no cache
 
 
 def _names_config(c: Config, T: int) -> NamesConfig:

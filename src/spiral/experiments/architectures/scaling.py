@@ -47,7 +47,8 @@ class Config:
     kn_order: int = 6           # the Kneser–Ney baseline (stage 1's best order on validation)
     val_tokens: int = 0         # 0 = score the whole validation split
     workers: int = 2
-    cache_dir: str = "runs/architectures_scaling"   # "" = no cache
+    # per-run records, committed: a sweep longer than a session resumes in the next checkout
+    cache_dir: str = "docs/results/architectures_scaling/runs"   # "" = no cache
 
 
 def _model_config(size: tuple[int, int, int], c: Config, vocab: int) -> Any:
