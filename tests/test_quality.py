@@ -102,7 +102,8 @@ def test_tour_quick_writes_a_report(tmp_path, capsys):
 # Third-party modules the library may import without declaring them as runtime dependencies:
 # optional accelerators with a fallback, and book tooling that only the docs extra uses.
 OPTIONAL_IMPORTS = {
-    "scipy": "src/spiral/nn/kernels.py",          # fast erf; falls back to math.erf
+    "scipy": ("src/spiral/nn/kernels.py",         # fast erf; falls back to math.erf
+              "src/spiral/experiments/inference/speculative_sweep.py"),  # chi-square (test extra)
     "yaml": "src/spiral/coverage.py",             # coverage maps (docs extra)
     "markdown": "src/spiral/coverage.py",         # heading slugs (docs extra)
     "mkdocs": "src/spiral/book.py",
