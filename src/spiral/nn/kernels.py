@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from spiral.nn.blocking import WHOLE, batch_blocks, flat_blocks, pick
+
 try:  # scipy's erf is a fast C loop; the fallback is exact but slow (Python per element)
     from scipy.special import erf as _erf
 except ImportError:  # pragma: no cover - exercised only without scipy
@@ -207,7 +209,7 @@ _AS_P = 0.3275911
 _AS_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
 
 
-def _erf_float32(z: Array) -> Array:
+def _erf_float32(z: Array, out: Array | None = None) -> Array:
     """erf for float32 arrays: A&S 7.1.26, 1 - poly(t) exp(-z²), t = 1/(1 + p|z|); 4x faster
     than scipy's double-precision loop, exact to float32 roundoff."""
     a = np.abs(z)
@@ -223,13 +225,17 @@ def _erf_float32(z: Array) -> Array:
     np.exp(a, out=a)
     poly *= a
     np.subtract(1.0, poly, out=poly)
-    return np.copysign(poly, z, out=poly)
+    return np.copysign(poly, z, out=poly if out is None else out)
 
 
-def _normal_cdf(x: Array) -> Array:
-    """Φ(x) = (1 + erf(x/√2)) / 2, in the input's dtype."""
-    z = x * _INV_SQRT_2
-    cdf = _erf_float32(z) if x.dtype.itemsize <= 4 else _erf_array(z)
+def _normal_cdf(x: Array, out: Array | None = None) -> Array:
+    """Φ(x) = (1 + erf(x/√2)) / 2, in the input's dtype (into ``out`` if given)."""
+    z = np.multiply(x, _INV_SQRT_2, out=out)
+    if x.dtype.itemsize <= 4:
+        cdf = _erf_float32(z, out=out)
+    else:
+        cdf = z
+        np.copyto(cdf, _erf_array(z))
     cdf += 1.0
     cdf *= 0.5
     return cdf
@@ -240,30 +246,56 @@ def gelu_forward(x: Array, approximate: str = "none") -> tuple[Array, Array]:
 
     ``"none"``: y = x Φ(x), returns (y, Φ(x)). ``"tanh"``: y = ½ x (1 + tanh u) with
     u = √(2/π)(x + 0.044715 x³), returns (y, tanh u). Keeping Φ or tanh u costs one array and
-    saves recomputing the expensive transcendental in the backward pass.
+    saves recomputing the expensive transcendental in the backward pass. On large arrays the
+    dozen ufunc passes of :func:`gelu_forward_block` run block by block
+    (:func:`spiral.nn.blocking.flat_blocks`), so that their temporaries stay in cache.
     """
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    if x.size <= WHOLE:
+        return gelu_forward_block(x, approximate)
+    y, aux = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
+    xf, yf, af = x.reshape(-1), y.reshape(-1), aux.reshape(-1)
+    for b in flat_blocks(xf.size):
+        gelu_forward_block(xf[b], approximate, yf[b], af[b])
+    return y, aux
+
+
+def gelu_forward_block(x: Array, approximate: str, y: Array | None = None,
+                       aux: Array | None = None) -> tuple[Array, Array]:
+    """(y, aux) of :func:`gelu_forward` for one block, into ``y`` and ``aux`` if given."""
     if approximate == "none":
-        aux = _normal_cdf(x)
-        return x * aux, aux
-    if approximate == "tanh":
-        aux = x * x  # u = √(2/π) x (1 + c x²): x*x, not x**3 (pow is ~100x slower)
-        aux *= _GELU_C
-        aux += 1.0
-        aux *= x
-        aux *= _SQRT_2_OVER_PI
-        np.tanh(aux, out=aux)
-        y = aux + 1.0
-        y *= x
-        y *= 0.5
-        return y, aux
-    raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        aux = _normal_cdf(x, out=aux)
+        return np.multiply(x, aux, out=y), aux
+    aux = np.multiply(x, x, out=aux)  # u = √(2/π) x (1 + c x²): x*x, not x**3 (pow is slow)
+    aux *= _GELU_C
+    aux += 1.0
+    aux *= x
+    aux *= _SQRT_2_OVER_PI
+    np.tanh(aux, out=aux)
+    y = np.add(aux, 1.0, out=y)
+    y *= x
+    y *= 0.5
+    return y, aux
 
 
 def gelu_backward(grad: Array, x: Array, aux: Array, approximate: str = "none") -> Array:
-    """Upstream ⊙ GELU'(x): Φ(x) + x φ(x) (exact) or, with t = tanh u,
-    ½(1 + t) + ½ x (1 − t²) √(2/π)(1 + 3c x²) (tanh form)."""
-    if approximate == "none":
-        d = x * x  # φ(x) x = x exp(-x²/2) / √(2π)
+    """Upstream ⊙ GELU'(x) (:func:`gelu_backward_block` is the formula), by blocks when large."""
+    if x.size <= WHOLE:
+        return gelu_backward_block(grad, x, aux, approximate)
+    d = np.empty(x.shape, x.dtype)
+    gf, xf, af, df = grad.reshape(-1), x.reshape(-1), aux.reshape(-1), d.reshape(-1)
+    for b in flat_blocks(xf.size):
+        gelu_backward_block(gf[b], xf[b], af[b], approximate, df[b])
+    return d
+
+
+def gelu_backward_block(grad: Array, x: Array, aux: Array, approximate: str,
+                        d: Array | None = None) -> Array:
+    """d = upstream ⊙ GELU'(x): Φ(x) + x φ(x) (exact) or, with t = tanh u,
+    ½(1 + t) + ½ x (1 − t²) √(2/π)(1 + 3c x²) (tanh form); into ``d`` if given."""
+    d = np.multiply(x, x, out=d)
+    if approximate == "none":  # φ(x) x = x exp(-x²/2) / √(2π)
         d *= -0.5
         np.exp(d, out=d)
         d *= x
@@ -271,7 +303,6 @@ def gelu_backward(grad: Array, x: Array, aux: Array, approximate: str = "none") 
         d += aux
         d *= grad
         return d
-    d = x * x
     d *= 3.0 * _GELU_C
     d += 1.0
     d *= 0.5 * _SQRT_2_OVER_PI
@@ -301,8 +332,42 @@ def attention_forward(
 
     ``mask`` is additive (0 / -inf, broadcastable to (..., L, S)). Returns the output
     (..., L, Ev), the probabilities P (..., L, S) kept for the backward pass, and the dropout
-    keep-mask scaled by 1/(1-p) (or None).
+    keep-mask scaled by 1/(1-p) (or None). The heads run in blocks of a few
+    (:func:`spiral.nn.blocking.batch_blocks`) so that each block's scores stay in cache
+    through scaling, masking, softmax and dropout (:func:`attention_forward_block`); P is
+    written to main memory once.
     """
+    if dropout_p > 0.0 and rng is None:
+        raise ValueError("dropout_p > 0 needs an rng (np.random.Generator)")
+    L, S, Ev = q.shape[-2], k.shape[-2], v.shape[-1]
+    lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2],
+                               mask.shape[:-2] if mask is not None else ())
+    blocks = batch_blocks(lead, L * S, ATTENTION_BLOCK)
+    if blocks == [()]:  # small enough to stay in cache whole
+        return attention_forward_block(q, k, v, mask, scale, dropout_p, rng)
+    p_dtype = np.result_type(q.dtype, k.dtype)
+    p = np.empty((*lead, L, S), p_dtype)
+    out = np.empty((*lead, L, Ev), np.result_type(p_dtype, v.dtype))
+    keep = np.empty(p.shape, p_dtype) if dropout_p > 0.0 else None
+    n = len(lead)
+    for i in blocks:  # in order, so the dropout draws are those of one whole-array draw
+        o, pb, kb = attention_forward_block(pick(q, i, n), pick(k, i, n), pick(v, i, n),
+                                            pick(mask, i, n), scale, dropout_p, rng)
+        out[i], p[i] = o, pb
+        if keep is not None:
+            keep[i] = kb
+    return out, p, keep
+
+
+ATTENTION_BLOCK = 1 << 16
+"""Scores per block of heads in :func:`attention_forward` (256 kB in float32)."""
+
+
+def attention_forward_block(
+    q: Array, k: Array, v: Array, mask: Array | None, scale: float, dropout_p: float,
+    rng: np.random.Generator | None,
+) -> tuple[Array, Array, Array | None]:
+    """One block of heads of :func:`attention_forward`: (output, P, keep-mask or None)."""
     s = q @ np.swapaxes(k, -1, -2)  # (..., L, E) @ (..., E, S) -> (..., L, S)
     s *= scale
     if mask is not None:
@@ -310,8 +375,7 @@ def attention_forward(
     p = softmax_forward(s, -1)  # reuses s's buffer size once; P is what backward needs
     keep = None
     if dropout_p > 0.0:
-        if rng is None:
-            raise ValueError("dropout_p > 0 needs an rng (np.random.Generator)")
+        assert rng is not None
         keep = (rng.random(p.shape) >= dropout_p).astype(p.dtype) / (1.0 - dropout_p)
         out = (p * keep) @ v
     else:

@@ -21,6 +21,7 @@ import numpy as np
 
 from spiral.autograd import Tensor
 from spiral.nn import functional as F
+from spiral.nn.blocking import flat_blocks
 from spiral.nn.module import Module, Parameter
 
 
@@ -97,8 +98,14 @@ class Dropout(Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = self.rng.random(x.shape) >= self.p  # (same shape as x), True = survives
-        return x * (keep.astype(x.dtype) / (1.0 - self.p))
+        # the scaled keep-mask, 0 or 1/(1 − p), drawn block by block in order (the same
+        # numbers as one draw of x's shape, without a float64 array of that shape)
+        scaled = np.empty(x.shape, dtype=x.dtype)
+        flat = scaled.reshape(-1)
+        for b in flat_blocks(flat.size):
+            keep = self.rng.random(b.stop - b.start) >= self.p  # True = survives
+            flat[b] = keep.astype(x.dtype) / (1.0 - self.p)
+        return x * scaled
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
