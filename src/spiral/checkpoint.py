@@ -5,7 +5,8 @@ is a JSON header (names, dtypes, shapes, byte offsets, string metadata) followed
 little-endian bytes, so loading is a bounds-checked copy. Arrays are stored as
 ``model.<name>`` and ``optim.<param index>.<state name>``; everything else (step, the
 generator's bit state, optimizer hyperparameters and scalar state, the run's config, the
-metrics history) goes into the metadata as one JSON string under ``"spiral"``.
+metrics history, a float16 run's loss scale and growth tracker) goes into the metadata as
+one JSON string under ``"spiral"``.
 
 Writes are atomic: the file is written to a temporary name in the same folder, flushed to
 disk, then renamed over the target with ``os.replace`` — a crash mid-save leaves the
@@ -45,8 +46,9 @@ def _jsonable(v: Any) -> Any:
 
 def save(path: str | Path, model: Any, optimizer: Any = None, *, step: int = 0,
          rng: np.random.Generator | None = None, meta: dict[str, Any] | None = None,
-         history: list[dict[str, Any]] | None = None) -> Path:
-    """Write a checkpoint atomically; returns the path."""
+         history: list[dict[str, Any]] | None = None, scaler: Any = None) -> Path:
+    """Write a checkpoint atomically; returns the path. ``scaler`` (a
+    :class:`~spiral.amp.GradScaler`) stores its ``state_dict()`` when it is enabled."""
     from safetensors.numpy import save_file
 
     path = Path(path)
@@ -70,6 +72,7 @@ def save(path: str | Path, model: Any, optimizer: Any = None, *, step: int = 0,
         "rng": _jsonable(rng.bit_generator.state) if rng is not None else None,
         "optimizer": optim_meta, "meta": _jsonable(meta or {}),
         "history": _jsonable(history or []),
+        "scaler": _jsonable(scaler.state_dict() or None) if scaler is not None else None,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -139,8 +142,9 @@ def read(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 
 def load(path: str | Path, model: Any, optimizer: Any = None,
-         rng: np.random.Generator | None = None) -> dict[str, Any]:
-    """Restore model (strict), optimizer and rng (in place) from ``path``; returns the header."""
+         rng: np.random.Generator | None = None, scaler: Any = None) -> dict[str, Any]:
+    """Restore model (strict), optimizer, rng and loss scaler (in place) from ``path``;
+    returns the header. A ``scaler`` is checked against the file with :func:`load_scaler`."""
     arrays, header = read(path)
     model_sd = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
     try:
@@ -166,4 +170,28 @@ def load(path: str | Path, model: Any, optimizer: Any = None,
         if header.get("rng") is None:
             raise CheckpointError(f"{path} holds no generator state")
         rng.bit_generator.state = header["rng"]
+    if scaler is not None:
+        load_scaler(scaler, header.get("scaler"), str(path))
     return dict(header)
+
+
+def load_scaler(scaler: Any, saved: dict[str, Any] | None, where: str = "the checkpoint"
+                ) -> None:
+    """Restore a GradScaler from ``saved`` (a checkpoint's ``"scaler"`` entry), refusing a
+    mismatch: a float16 run's scale and growth tracker are part of its state (a fresh scale
+    of 2^16 would skip steps and change every later update), and a run without loss scaling
+    cannot take them over silently."""
+    if scaler.is_enabled() and not saved:
+        raise CheckpointError(
+            f"{where} holds no loss-scaler state (it was saved by a float32 or bfloat16 run, "
+            "or by a version before stage 12), so a float16 run cannot continue it exactly; "
+            "resume it with the precision it was trained with, or start a new run from its "
+            "weights (spiral.checkpoint.load(path, model))")
+    if not scaler.is_enabled() and saved:
+        raise CheckpointError(
+            f"{where} was saved by a float16 run with loss scaling (scale "
+            f"{saved.get('scale')!r}); continuing it without a GradScaler would change the "
+            "run; resume it with precision 'float16', or start a new run from its weights "
+            "(spiral.checkpoint.load(path, model))")
+    if saved:
+        scaler.load_state_dict(saved)

@@ -18,7 +18,8 @@ BLAS runs single-threaded by default (``threads=1``): these matrices are small, 
 shared machine a second BLAS thread that has to wait for a busy core made each matmul ~40×
 slower (measured; see the lab notes). All randomness (batches, dropout) comes from ONE
 ``np.random.Generator``; checkpoints save its state, so a resumed run continues
-bit-identically (tested).
+bit-identically (tested); a float16 run's loss scaler (scale and growth tracker) is saved
+and restored with them (stage 12).
 Chapter: stage 4 (the training toolkit).
 """
 
@@ -124,6 +125,7 @@ class TrainState:
 
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    scaler: dict[str, Any] | None = None  # float16: GradScaler.state_dict() (stage 12)
 
 
 def loss_on_batch(model: Module, x: np.ndarray, y: np.ndarray) -> Any:
@@ -185,7 +187,9 @@ def _train(model: Module, optimizer: Any, train_ids: np.ndarray, val_ids: np.nda
                     if ln.strip() and json.loads(ln)["step"] <= state.step]
             metrics.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
     params = list(model.parameters())
-    scaler = GradScaler(enabled=config.precision == "float16")  # stage 12 (a fresh scale)
+    scaler = GradScaler(enabled=config.precision == "float16")  # stage 12: loss scaling
+    if state.step or state.scaler:  # continuing a run: its scale and growth tracker too
+        checkpoint.load_scaler(scaler, state.scaler, f"the run at step {state.step}")
     tokens_per_step = config.batch_size * config.seq_len * config.grad_accum
     losses: list[float] = []
     t_last = time.perf_counter()
@@ -210,6 +214,7 @@ def _train(model: Module, optimizer: Any, train_ids: np.ndarray, val_ids: np.nda
             clip_grad_norm_(params, config.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        state.scaler = scaler.state_dict() or None
         optimizer.zero_grad()
         state.step += 1
         steps_since += 1
@@ -242,7 +247,7 @@ def _train(model: Module, optimizer: Any, train_ids: np.ndarray, val_ids: np.nda
             t_save = time.perf_counter()
             checkpoint.save(out / "checkpoint.safetensors", model, optimizer,
                             step=state.step, rng=rng, meta=checkpoint_meta or {},
-                            history=state.history)
+                            history=state.history, scaler=scaler)
             t_last += time.perf_counter() - t_save  # saving is not training throughput
     bar.close()
     return state
@@ -290,4 +295,5 @@ def resume(path: str | Path, model: Module, optimizer: Any, rng: np.random.Gener
     if meta is not None:
         check_resume(checkpoint.read_header(path).get("meta", {}), meta, str(path))
     header = checkpoint.load(path, model, optimizer, rng)
-    return TrainState(step=header["step"], history=header["history"])
+    return TrainState(step=header["step"], history=header["history"],
+                      scaler=header.get("scaler"))
