@@ -40,9 +40,8 @@ _BOOK = "runs on the book's model spiral-book (minutes to about half an hour eac
 FULL_RUN_PENDING: dict[str, str] = {
     "architectures_ablation": "about 2.8 quiet core-hours (42 baby runs); resumable",
     "architectures_names": "about 2.5 quiet core-hours (5 runs of 16,000 steps); resumable",
-    "architectures_scaling": "about 1.3 quiet core-hours (25 runs); resumable",
     **{name: _BOOK for name in (
-        "finetune_methods", "finetune_rank",
+        "finetune_rank",
         "finetune_spectrum", "finetune_transfer",
         "inference_batching", "inference_decode_speed",
         "inference_roofline", "inference_serve_load", "inference_speculative",

@@ -35,7 +35,7 @@ class Config:
     base: str = "spiral-book"
     run: RunConfig = RunConfig()
     ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-    lr: float = 3e-3          # LoRA's rate as chosen in finetune_methods (set it from there)
+    lr: float = 1e-2          # LoRA's rate as chosen in finetune_methods (top of its grid)
     full_lr: float = 1e-3     # full fine-tuning's chosen rate
     seeds: tuple[int, ...] = (0,)   # one run per point (30 min on one core); add seeds if time
 

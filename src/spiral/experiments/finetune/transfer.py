@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from spiral.experiments.finetune.common import QUICK_RUN, STANDIN, RunConfig, run_one
+from spiral.experiments.finetune.common import (
+    QUICK_RUN,
+    STANDIN,
+    RunConfig,
+    _ids,
+    fresh_base,
+    run_one,
+)
 from spiral.experiments.framework import Experiment, mean_sd
 from spiral.finetune.recipe import FinetuneConfig
 from spiral.plotting import PALETTE, new_figure
@@ -27,7 +34,7 @@ class Config:
     base: str = "spiral-book"
     run: RunConfig = RunConfig()
     full_lr: float = 1e-3                      # full fine-tuning's rate from finetune_methods
-    scratch_lrs: tuple[float, ...] = (1e-3, 3e-3)
+    scratch_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
     seeds: tuple[int, ...] = (0, 1, 2)
 
 
@@ -38,14 +45,46 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     scratch_lr = min(trial, key=lambda k: trial[k])
     out: dict[str, Any] = {"scratch_lr": scratch_lr,
                            "scratch_lr_selection": {f"{k:g}": v for k, v in trial.items()}}
+    val_ids = _ids("val", "names", rc.score_tokens)
+    base_model = fresh_base(config.base).model
+    out["uniform_nats"] = float(np.log(base_model.config.vocab_size))  # a uniform guess
+    out["by_position"] = {"base": loss_by_position(base_model, val_ids)}
     for name, lr, scratch in (("pretrained", config.full_lr, False),
                               ("scratch", scratch_lr, True)):
         runs = [run_one(config.base, ft, lr, s, rc, scratch=scratch) for s in config.seeds]
         out[name] = {"lr": lr, "curves": [r["curve"] for r in runs],
                      "val": mean_sd([r["val"] for r in runs])}
+        out["by_position"][name] = loss_by_position(runs[0]["model"], val_ids)
     out["gap"] = mean_sd([s - p for s, p in zip(out["scratch"]["val"]["values"],
                                                 out["pretrained"]["val"]["values"])])
+    bp = out["by_position"]
+    out["position_table"] = {
+        "columns": ["model", "first letter of a name", "other letters", "end of name (newline)",
+                    "all"],
+        "rows": [[label, *(f"{bp[k][c]:.3f}" for c in ("first", "inner", "newline", "all"))]
+                 for k, label in (("base", "base, before fine-tuning"),
+                                  ("pretrained", "fine-tuned from the base (seed 0)"),
+                                  ("scratch", "trained from scratch (seed 0)"))]}
     return out
+
+
+def loss_by_position(model: Any, ids: np.ndarray) -> dict[str, float]:
+    """Mean NLL (nats) of the bytes that start a name, the other letters, and the newline that
+    ends a name: where in a name a model's loss comes from."""
+    from spiral.evaluate import windows_of
+
+    nll, prev, tgt = [], [], []
+    for block in windows_of(ids, model.context_length):
+        nll.append(np.asarray(model.window_nll(block), dtype=np.float64).ravel())
+        prev.append(block[:, :-1].ravel())
+        tgt.append(block[:, 1:].ravel())
+    n, p, t = (np.concatenate(a) for a in (nll, prev, tgt))
+    nl = ord("\n")
+    first, newline = (p == nl) & (t != nl), t == nl
+    inner = ~first & ~newline
+    return {"first": float(n[first].mean()), "inner": float(n[inner].mean()),
+            "newline": float(n[newline].mean()), "all": float(n.mean()),
+            "share_first": float(first.mean()), "share_newline": float(newline.mean())}
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
