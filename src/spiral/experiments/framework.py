@@ -42,7 +42,7 @@ FULL_RUN_PENDING: dict[str, str] = {
     "architectures_names": "about 2.5 quiet core-hours (5 runs of 16,000 steps); resumable",
     **{name: _BOOK for name in (
         "finetune_rank",
-        "finetune_spectrum", "finetune_transfer",
+        "finetune_spectrum",
         "inference_batching", "inference_decode_speed",
         "inference_roofline", "inference_serve_load", "inference_speculative",
         "inference_torch_ratio")},
