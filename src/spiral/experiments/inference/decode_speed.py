@@ -34,7 +34,7 @@ from spiral.plotting import PALETTE, new_figure
 class Config:
     base: str = "spiral-book"
     lengths: tuple[int, ...] = (64, 128, 256, 512, 1024)
-    repeats: int = 5
+    repeats: int = 21   # a cached step takes milliseconds: one busy moment spoils a few
 
 
 def step_times(model: Any, t: int, repeats: int, seed: int) -> tuple[float, float]:

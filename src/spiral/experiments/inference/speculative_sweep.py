@@ -54,7 +54,7 @@ class Config:
     prompt_len: int = 32
     new_tokens: int = 96
     standin_steps: int = 60
-    chi2_samples: int = 3000  # two-token continuations for the distribution test
+    chi2_samples: int = 20000  # two-token continuations for the distribution test
 
 
 def step_time(model: Any, t: int, n: int = 1) -> float:

@@ -35,7 +35,7 @@ from spiral.plotting import PALETTE, new_figure
 class Config:
     base: str = "spiral-book"
     lengths: tuple[int, ...] = (64, 128, 256, 512, 1024)
-    repeats: int = 5
+    repeats: int = 21   # a cached step takes milliseconds: one busy moment spoils a few
 
 
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
