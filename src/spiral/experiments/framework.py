@@ -36,16 +36,9 @@ Results = dict[str, Any]
 # variants run in the test suite like every other; no chapter may cite them (a test checks
 # it), and a name must leave this table in the commit that adds its results (a test checks
 # that too). Most need the book's model (stage 14) and hours of CPU.
-_BOOK = "runs on the book's model spiral-book (minutes to about half an hour each); not run yet"
 FULL_RUN_PENDING: dict[str, str] = {
     "architectures_ablation": "about 2.8 quiet core-hours (42 baby runs); resumable",
     "architectures_names": "about 2.5 quiet core-hours (5 runs of 16,000 steps); resumable",
-    **{name: _BOOK for name in (
-        "finetune_rank",
-        "finetune_spectrum",
-        "inference_batching", "inference_decode_speed",
-        "inference_roofline", "inference_serve_load", "inference_speculative",
-        "inference_torch_ratio")},
 }
 
 
