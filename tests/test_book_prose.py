@@ -45,6 +45,8 @@ ALLOWED = {
     ("stage-08-transformer", "1.92"): "makemore README's published transformer loss",
     ("stage-10-tokenization", "1.75"): "worked Huffman example in an exercise (arithmetic)",
     ("stage-10-tokenization", "1.50"): "a hypothetical model's loss in an exercise prompt",
+    ("stage-15-finetuning", "0.373"): "0.5 − 0.127 bits, arithmetic of the double-quantization derivation",
+    ("stage-17-inference", "1.49"): "889 / 596 in an exercise's worked solution (given step costs)",
 }
 
 _NUMBER = re.compile(r"(?<![\w.,/\\-])(\d+\.\d+)(?![\w.]*\d)(%?)")
