@@ -58,11 +58,12 @@ class ByteModelOnCharIds:
     """A byte-level model scored on a character tokenizer's ids (ASCII text: one byte per
     character, so nats per byte are nats per character): ids are mapped to bytes."""
 
-    def __init__(self, model: Any, itos: list[str]) -> None:
+    def __init__(self, model: Any, itos: list[str], n_parameters: int | None = None) -> None:
         if any(ord(c) > 127 for c in itos):
             raise ValueError("a byte-level model can be scored on character ids only for "
                              "ASCII text")
         self.model, self.itos = model, itos
+        self.n_parameters = n_parameters  # a quantized model's weights are buffers, not params
         self.table = np.array([ord(c) for c in itos], dtype=np.int64)
 
     @property
@@ -73,6 +74,8 @@ class ByteModelOnCharIds:
         return np.asarray(self.model.window_nll(self.table[windows]))
 
     def num_parameters(self) -> int:
+        if self.n_parameters is not None:
+            return self.n_parameters
         return int(self.model.num_parameters())
 
     def generate(self, n: int, rng: np.random.Generator) -> str:
@@ -158,6 +161,55 @@ def _pretrained(name: str) -> Rung:
                 corpora=("shakespeare",))
 
 
+def _finetuned(name: str, quick: bool) -> Rung:
+    """The book's model adapted to names with LoRA (stage 15's method and chosen rate)."""
+    steps, lr, r = (20 if quick else 200), 1e-2, 8
+    settings = (f"the book's model '{name}' fine-tuned on the names training split (stage 15): "
+                f"LoRA r = {r}, alpha 16, on every linear layer; AdamW lr {lr:g}, {steps} steps "
+                "of 16 × 64 bytes, the rate finetune_methods chose on validation")
+
+    def build(corpus: str, train: str, vocab_size: int, rng: np.random.Generator,
+              progress: bool) -> Any:
+        from types import SimpleNamespace
+
+        from spiral.finetune.lora import merge_lora
+        from spiral.finetune.recipe import FinetuneConfig, finetune, load_base
+        from spiral.train import TrainConfig
+
+        base = load_base(name)
+        splits = SimpleNamespace(name=corpus, train=train, val=data.get_splits(corpus).val)
+        tc = TrainConfig(max_steps=steps, batch_size=16, seq_len=64, lr=lr,
+                         warmup_steps=min(20, steps // 4), weight_decay=0.0,
+                         eval_interval=steps, eval_tokens=4096,
+                         seed=int(rng.integers(1 << 31)), progress=progress)
+        finetune(base, splits, FinetuneConfig("lora", r=r, lora_alpha=16.0), tc)
+        merge_lora(base.model)  # the same function, at the base's cost per token
+        return ByteModelOnCharIds(base.model, list(CharTokenizer.from_text(train).itos))
+
+    return Rung(f"the book's model + LoRA on names (stage 15, {steps} steps)", 15, build,
+                settings, corpora=("names",))
+
+
+def _quantized(name: str) -> Rung:
+    """The book's model with INT4 weights (stage 18's round-to-nearest, groups of 64)."""
+    settings = (f"the book's model '{name}' with every linear layer's weights rounded to INT4 "
+                "(symmetric, one scale per group of 64 inputs; stage 18), embeddings and "
+                "norms in float32; no calibration data, no training")
+
+    def build(corpus: str, train: str, vocab_size: int, rng: np.random.Generator,
+              progress: bool) -> Any:
+        from spiral.models.pretrained import load_pretrained
+        from spiral.quant.linear import quantize_model
+
+        model = load_pretrained(name).model
+        n = int(model.num_parameters())  # the same weights, now stored as 4-bit codes
+        quantize_model(model, bits=4, granularity="group", group_size=64)
+        return ByteModelOnCharIds(model, list(CharTokenizer.from_text(train).itos), n)
+
+    return Rung("the book's model, INT4 weights (stage 18)", 18, build, settings,
+                corpora=("shakespeare",))
+
+
 def ladder(quick: bool) -> list[Rung]:
     """The rungs, cheapest first; ``quick`` drops the slow ones and shortens the training."""
     rungs = [Rung("uniform over the vocabulary", 1,
@@ -168,7 +220,7 @@ def ladder(quick: bool) -> list[Rung]:
     rungs += [_mlp(quick), _gpt(quick)]
     from spiral.models.pretrained import BOOK_MODEL
 
-    rungs.append(_pretrained(BOOK_MODEL))
+    rungs += [_pretrained(BOOK_MODEL), _finetuned(BOOK_MODEL, quick), _quantized(BOOK_MODEL)]
     return rungs
 
 

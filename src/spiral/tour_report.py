@@ -19,11 +19,13 @@ WHY_GPT = (
     "corpus: on names, chapter 8 chooses the context, width, dropout and training length on "
     "validation and trains longer, and its model beats Kneser-Ney; with the baby recipe the "
     "GPT can lose to the MLP on names (see the leaderboard). The ladder compares models at one "
-    "fixed, cheap recipe each, not each model at its best. The last rung on Shakespeare is "
-    "different in kind: the book's model was pretrained once by stage 14's experiment (its "
-    "record is models/spiral-book/training.json) and is only loaded and scored here, so its "
-    "time is a load time, and it is the one rung that had far more compute than the tour "
-    "spends."
+    "fixed, cheap recipe each, not each model at its best. The last rungs are different in "
+    "kind: the book's model was pretrained once by stage 14's experiment (its record is "
+    "models/spiral-book/training.json) and is only loaded here, so on Shakespeare its time "
+    "is a load time and it is the one model that had far more compute than the tour spends. "
+    "Its INT4 form (stage 18) is the same model with rounded weights, made in a second; on "
+    "names, the tour adapts it with stage 15's LoRA for a few hundred steps, so that rung's "
+    "time is fine-tuning time on top of the pretraining it inherits."
 )
 
 
