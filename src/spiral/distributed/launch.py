@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -92,7 +93,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ref = train_single(spec)["state"]
             summary["max_param_gap"] = max(float(np.max(np.abs(result["state"][k] - ref[k])))
                                            for k in ref)
-    print(json.dumps(summary))
+    # one write of line and newline: every rank prints to the same stdout, and with
+    # unbuffered output (PYTHONUNBUFFERED) print's two writes let another rank's line
+    # slip in between them; a single write under PIPE_BUF bytes to a pipe is atomic
+    sys.stdout.write(json.dumps(summary) + "\n")
+    sys.stdout.flush()
     return summary
 
 
