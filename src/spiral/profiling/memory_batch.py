@@ -18,10 +18,10 @@ import numpy as np
 
 from spiral.profiling.memory_model import predict_training_memory
 
-__all__ = ["largest_batch", "largest_context", "verify_fit"]
+__all__ = ["largest_fitting", "largest_batch", "largest_context", "verify_fit"]
 
 
-def _bisect(fits: Any, lo: int, hi: int) -> int:
+def largest_fitting(fits: Any, lo: int, hi: int) -> int:
     """Largest n in [lo, hi] with fits(n) (fits is monotone); lo - 1 if none fits."""
     if not fits(lo):
         return lo - 1
@@ -41,7 +41,7 @@ def largest_batch(config: Any, budget: int, context: int | None = None,
     (0 if not even a batch of one fits)."""
     if budget <= 0:
         raise ValueError(f"budget must be a positive number of bytes, got {budget}")
-    return _bisect(lambda b: predict_training_memory(config, b, context, optimizer,
+    return largest_fitting(lambda b: predict_training_memory(config, b, context, optimizer,
                                                      precision).peak <= budget, 1, max_batch)
 
 
@@ -50,7 +50,7 @@ def largest_context(config: Any, budget: int, batch: int = 1, optimizer: str = "
     """The longest context (≤ ``config.context_length``) whose step fits ``budget``."""
     if budget <= 0:
         raise ValueError(f"budget must be a positive number of bytes, got {budget}")
-    return _bisect(lambda t: predict_training_memory(config, batch, t, optimizer,
+    return largest_fitting(lambda t: predict_training_memory(config, batch, t, optimizer,
                                                      precision).peak <= budget,
                    1, config.context_length)
 

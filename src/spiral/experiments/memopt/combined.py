@@ -105,15 +105,11 @@ def predict(c: GPTConfig, B: int, T: int, ck: bool, fa: bool, mp: bool) -> int:
 
 def largest_batch(c: GPTConfig, T: int, budget: int, ck: bool, fa: bool, mp: bool,
                   max_batch: int) -> int:
-    """max {B ≤ max_batch : predict(B) ≤ budget} by bisection (the peak grows with B)."""
-    lo, hi = 0, max_batch
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if predict(c, mid, T, ck, fa, mp) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    """max {B ≤ max_batch : predict(B) ≤ budget} by stage 11's bisection (the peak grows
+    with B); 0 if not even one sequence fits."""
+    from spiral.profiling.memory_batch import largest_fitting
+
+    return largest_fitting(lambda b: predict(c, b, T, ck, fa, mp) <= budget, 1, max_batch)
 
 
 class MasterAdamW:
