@@ -256,3 +256,25 @@ def test_resumed_run_does_not_duplicate_metrics(tmp_path: Path) -> None:
           state=TrainState(step=header["step"], history=header["history"]))
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(s)["step"] for s in lines] == list(range(1, 9))
+
+
+def test_a_names_run_killed_mid_way_resumes_bit_identically(tmp_path: Path) -> None:
+    """Stage 14's long names runs checkpoint every few steps; one generator drives init,
+    dropout and batches, so a run stopped part-way and started again (a new process, a new
+    session) ends on exactly the numbers of one that never stopped."""
+    from dataclasses import asdict
+
+    from spiral.experiments.architectures.names import LLAMA
+    from spiral.experiments.transformer.names import Config, _train_seed
+
+    cfg = asdict(Config(n_layers=1, d_model=16, n_heads=2, context_length=16, max_steps=12,
+                        batch_size=4, lr=1e-2, dropout=0.3, warmup_steps=2, windows=(16,)))
+    job = {"config": cfg, "seed": 5, "score_test": False, "model_overrides": LLAMA,
+           "checkpoint_interval": 4}
+    whole = _train_seed({**job, "ckpt_dir": str(tmp_path / "a")})
+    part = _train_seed({**job, "ckpt_dir": str(tmp_path / "b"), "until": 8})
+    assert part == {"seed": 5, "step": 8}  # stopped early: nothing scored
+    resumed = _train_seed({**job, "ckpt_dir": str(tmp_path / "b")})
+    assert resumed["val"] == whole["val"] and resumed["train_loss"] == whole["train_loss"]
+    with pytest.raises(ValueError, match="other settings"):  # a changed setting is refused
+        _train_seed({**job, "ckpt_dir": str(tmp_path / "b"), "seed": 6})

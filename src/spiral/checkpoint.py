@@ -46,9 +46,12 @@ def _jsonable(v: Any) -> Any:
 
 def save(path: str | Path, model: Any, optimizer: Any = None, *, step: int = 0,
          rng: np.random.Generator | None = None, meta: dict[str, Any] | None = None,
-         history: list[dict[str, Any]] | None = None, scaler: Any = None) -> Path:
+         history: list[dict[str, Any]] | None = None, scaler: Any = None,
+         pending_losses: list[float] | None = None) -> Path:
     """Write a checkpoint atomically; returns the path. ``scaler`` (a
-    :class:`~spiral.amp.GradScaler`) stores its ``state_dict()`` when it is enabled."""
+    :class:`~spiral.amp.GradScaler`) stores its ``state_dict()`` when it is enabled;
+    ``pending_losses`` (the step losses since the last evaluation, which that evaluation will
+    average) go in as the array ``train.pending_losses``, exactly."""
     from safetensors.numpy import save_file
 
     path = Path(path)
@@ -67,6 +70,8 @@ def save(path: str | Path, model: Any, optimizer: Any = None, *, step: int = 0,
                     scalars.setdefault(str(idx), {})[name] = _jsonable(value)
         optim_meta = {"type": type(optimizer).__name__, "param_groups": _jsonable(
             sd["param_groups"]), "scalars": scalars}
+    if pending_losses:
+        tensors["train.pending_losses"] = np.asarray(pending_losses, dtype=np.float64)
     header = {
         "format": FORMAT, "version": VERSION, "step": int(step),
         "rng": _jsonable(rng.bit_generator.state) if rng is not None else None,
@@ -172,7 +177,10 @@ def load(path: str | Path, model: Any, optimizer: Any = None,
         rng.bit_generator.state = header["rng"]
     if scaler is not None:
         load_scaler(scaler, header.get("scaler"), str(path))
-    return dict(header)
+    out = dict(header)
+    if "train.pending_losses" in arrays:
+        out["pending_losses"] = [float(x) for x in arrays["train.pending_losses"]]
+    return out
 
 
 def load_scaler(scaler: Any, saved: dict[str, Any] | None, where: str = "the checkpoint"

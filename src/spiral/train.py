@@ -126,6 +126,9 @@ class TrainState:
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     scaler: dict[str, Any] | None = None  # float16: GradScaler.state_dict() (stage 12)
+    # step losses since the last evaluation (which averages them into ``train_loss``): a run
+    # resumed between evaluations must average the steps before the interruption too
+    pending_losses: list[float] = field(default_factory=list)
 
 
 def loss_on_batch(model: Module, x: np.ndarray, y: np.ndarray) -> Any:
@@ -191,7 +194,7 @@ def _train(model: Module, optimizer: Any, train_ids: np.ndarray, val_ids: np.nda
     if state.step or state.scaler:  # continuing a run: its scale and growth tracker too
         checkpoint.load_scaler(scaler, state.scaler, f"the run at step {state.step}")
     tokens_per_step = config.batch_size * config.seq_len * config.grad_accum
-    losses: list[float] = []
+    losses = state.pending_losses  # appended to in place, so checkpoints see it
     t_last = time.perf_counter()
     steps_since = 0
     bar = tqdm(total=config.max_steps, initial=state.step, disable=not config.progress,
@@ -239,7 +242,8 @@ def _train(model: Module, optimizer: Any, train_ids: np.ndarray, val_ids: np.nda
             if out is not None:
                 with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
-            losses, steps_since = [], 0
+            losses.clear()
+            steps_since = 0
             model.train()
             t_last = time.perf_counter()
         every = config.checkpoint_interval  # its own schedule, not only at evaluation steps
@@ -247,7 +251,7 @@ def _train(model: Module, optimizer: Any, train_ids: np.ndarray, val_ids: np.nda
             t_save = time.perf_counter()
             checkpoint.save(out / "checkpoint.safetensors", model, optimizer,
                             step=state.step, rng=rng, meta=checkpoint_meta or {},
-                            history=state.history, scaler=scaler)
+                            history=state.history, scaler=scaler, pending_losses=losses)
             t_last += time.perf_counter() - t_save  # saving is not training throughput
     bar.close()
     return state
@@ -296,4 +300,5 @@ def resume(path: str | Path, model: Module, optimizer: Any, rng: np.random.Gener
         check_resume(checkpoint.read_header(path).get("meta", {}), meta, str(path))
     header = checkpoint.load(path, model, optimizer, rng)
     return TrainState(step=header["step"], history=header["history"],
-                      scaler=header.get("scaler"))
+                      scaler=header.get("scaler"),
+                      pending_losses=header.get("pending_losses", []))

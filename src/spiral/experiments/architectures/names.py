@@ -5,8 +5,9 @@ Stage 8's GPT-2-style model (4 layers × 128, context 64, 16,000 steps, dropout 
 (RMSNorm, SwiGLU at the width that matches stage 8's parameters, RoPE, no biases). The
 context length is chosen on validation, by one seed per candidate (trials never score the
 test split); then three seeds train at the chosen context and the test split is scored
-once per seed by the shared evaluator. Every run is cached as JSON in ``cache_dir``, so a
-sweep stopped at a session's end resumes where it stopped. Chapter: stage 14, "Names".
+once per seed by the shared evaluator. Every finished run is cached as JSON in ``cache_dir``
+and every run checkpoints to ``ckpt_dir`` each 500 steps, so a sweep stopped part-way (even
+mid-run) resumes where it stopped, bit-identically. Chapter: stage 14, "Names".
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Config:
     workers: int = 2
     # per-run records, committed: a sweep longer than a session resumes in the next checkout
     cache_dir: str = "docs/results/architectures_names/runs"  # "" = no cache
+    # mid-run checkpoints (every 500 steps; not committed): a killed run resumes, bit-identically
+    ckpt_dir: str = "runs/architectures_names"  # "" = none
 
 
 def _names_config(c: Config, T: int) -> NamesConfig:
@@ -58,7 +61,8 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
     cfg = job["config"]
     hidden = _matched_swiglu_hidden(cfg["context_length"], cfg["n_layers"], cfg["d_model"])
     out = _train_seed({"config": cfg, "seed": job["seed"], "score_test": job["score_test"],
-                       "model_overrides": {**LLAMA, "ffn_hidden": hidden}})
+                       "model_overrides": {**LLAMA, "ffn_hidden": hidden},
+                       "ckpt_dir": job.get("ckpt_dir"), "checkpoint_interval": 500})
     res = {"context": cfg["context_length"], "seed": job["seed"], "val": out["val"],
            "test": out["test"] if job["score_test"] else None,
            "n_parameters": out["n_parameters"]}
@@ -82,7 +86,9 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
         kind = "final" if test else "trial"
         return {"config": asdict(_names_config(config, T)), "seed": seed, "score_test": test,
                 "cache": (f"{config.cache_dir}/{kind}-T{T}-s{seed}.json"
-                          if config.cache_dir else "")}
+                          if config.cache_dir else ""),
+                "ckpt_dir": (f"{config.ckpt_dir}/{kind}-T{T}-s{seed}"
+                             if config.ckpt_dir else "")}
 
     trials = _map([job(T, config.seeds[0], False) for T in config.contexts], config.workers)
     chosen = min(trials, key=lambda r: r["val"])["context"]
@@ -126,7 +132,7 @@ def check(results: dict[str, Any]) -> None:
 EXPERIMENT = Experiment(
     name="architectures_names", stage=14, title="The modern block on names",
     quick=Config(contexts=(8, 16), seeds=(0, 1), n_layers=1, d_model=16, max_steps=60,
-                 lr=1e-2, dropout=0.0, workers=1, cache_dir=""),
+                 lr=1e-2, dropout=0.0, workers=1, cache_dir="", ckpt_dir=""),
     full=Config(),
     run=run, plot=plot, check=check,
     summary=lambda r: [("test", f"{r['test']['mean']:.3f} ± {r['test']['sd']:.3f}"),

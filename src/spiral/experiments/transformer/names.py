@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,7 @@ def _train_seed(job: dict[str, Any]) -> dict[str, Any]:
     from spiral.models.gpt import GPT, GPTConfig
     from spiral.optim import AdamW
     from spiral.tokenizers.char import CharTokenizer
-    from spiral.train import TrainConfig, train
+    from spiral.train import TrainConfig, resume, train
 
     c, seed = Config(**job["config"]), job["seed"]
     s = data.get_splits("names")
@@ -79,13 +80,29 @@ def _train_seed(job: dict[str, Any]) -> dict[str, Any]:
     cfg = GPTConfig(vocab_size=tok.vocab_size, context_length=c.context_length,
                     n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model,
                     dropout=c.dropout, **job.get("model_overrides", {}))
-    model = GPT(cfg, rng=np.random.default_rng(seed))
+    ckpt_dir = job.get("ckpt_dir") or None  # long runs: checkpoint and resume from here
+    model_rng = np.random.default_rng(seed)
+    model = GPT(cfg, rng=model_rng)
     tcfg = TrainConfig(max_steps=c.max_steps, batch_size=c.batch_size,
                        seq_len=c.context_length, lr=c.lr, warmup_steps=c.warmup_steps,
-                       eval_interval=c.max_steps, seed=seed, progress=False)
+                       eval_interval=c.max_steps, seed=seed, progress=False,
+                       checkpoint_interval=job.get("checkpoint_interval", 0))
     opt = AdamW(model.param_groups(0.1), lr=c.lr, betas=(0.9, 0.99))
+    # A checkpointed run draws init, dropout and batches from ONE generator, which the
+    # checkpoint saves and restores in place, so a resumed run is bit-identical to an
+    # uninterrupted one (stage 8's runs keep their two generators and their numbers).
+    rng = model_rng if ckpt_dir is not None else np.random.default_rng(seed + 1000)
+    meta = {"config": job["config"], "seed": seed,
+            "model_overrides": job.get("model_overrides", {})}
+    state = None
+    if ckpt_dir is not None and (Path(ckpt_dir) / "checkpoint.safetensors").is_file():
+        state = resume(Path(ckpt_dir) / "checkpoint.safetensors", model, opt, rng, meta=meta)
     with threadpool_limits(limits=1, user_api="blas"):
-        state = train(model, opt, tr, va, tcfg, np.random.default_rng(seed + 1000))
+        state = train(model, opt, tr, va, tcfg, rng, out_dir=ckpt_dir, state=state,
+                      checkpoint_meta=meta if ckpt_dir is not None else None,
+                      until=job.get("until"))
+        if state.step < c.max_steps:  # stopped early on purpose (``until``): not scored
+            return {"seed": seed, "step": state.step}
         by_window = {}
         for T in c.windows:
             model.context_length = T
