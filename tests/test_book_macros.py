@@ -32,6 +32,10 @@ def test_result_formats_numbers_and_mean_sd(book):
     assert book.render(md) == "a 1.23 b 1.500 ± 0.012 c 20 d 1,234,567 e ∞"
 
 
+def test_a_signed_difference_signs_its_mean_not_its_spread(book):
+    assert book.render('{{ result("demo", "best", "+.3f") }}') == "+1.500 ± 0.012"
+
+
 def test_missing_key_or_result_fails_loudly(book):
     with pytest.raises(MacroError, match="not found"):
         book.render('{{ result("demo", "nope") }}')

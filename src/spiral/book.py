@@ -61,7 +61,8 @@ def _summary(value: dict[str, Any], fmt: str) -> str:
     sd = value["sd"]
     if value.get("n") == 1 or not isinstance(sd, (int, float)) or not math.isfinite(sd):
         return f"{_fmt(value['mean'], fmt)} (one run)"
-    return f"{_fmt(value['mean'], fmt)} ± {_fmt(sd, fmt)}"
+    # a sign flag ("+.3f") is for the mean; a spread is never negative, so it takes none
+    return f"{_fmt(value['mean'], fmt)} ± {_fmt(sd, fmt.replace('+', '', 1))}"
 
 
 def _extreme(value: Any, stat: str, seeds: Any, where: str) -> tuple[Any, bool]:

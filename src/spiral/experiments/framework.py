@@ -37,7 +37,6 @@ Results = dict[str, Any]
 # it), and a name must leave this table in the commit that adds its results (a test checks
 # that too). Most need the book's model (stage 14) and hours of CPU.
 FULL_RUN_PENDING: dict[str, str] = {
-    "architectures_ablation": "about 2.8 quiet core-hours (42 baby runs); resumable",
     "architectures_names": "about 2.5 quiet core-hours (5 runs of 16,000 steps); resumable",
 }
 

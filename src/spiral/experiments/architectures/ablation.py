@@ -126,8 +126,33 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     columns = ["setting", "parameters"]
     for c in config.corpora:
         columns += [f"{c} validation", f"{c} − {base} (paired)"]
-    return {"settings": table, "runs": runs, "base": base,
-            "table": {"columns": columns, "rows": rows}}
+    out: dict[str, Any] = {"settings": table, "runs": runs, "base": base,
+                           "table": {"columns": columns, "rows": rows}}
+    # Is the whole the sum of its parts? llama flips rmsnorm, swiglu and rope together (its
+    # FFN a little wider, to spend the parameters the position table no longer holds):
+    # the paired interaction, seed by seed, is llama's change minus the three single ones.
+    parts = [s for s in ("rmsnorm", "swiglu", "rope") if s in config.settings]
+    if "llama" in config.settings and len(parts) == 3:
+        out["interaction"] = {c: mean_sd([
+            (val(c, "llama", seed) - val(c, base, seed))
+            - sum(val(c, s, seed) - val(c, base, seed) for s in parts)
+            for seed in config.seeds]) for c in config.corpora}
+        out["sum_of_parts"] = {c: mean_sd([
+            sum(val(c, s, seed) - val(c, base, seed) for s in parts)
+            for seed in config.seeds]) for c in config.corpora}
+    if {"llama", "llama-gqa"} <= set(config.settings):  # what halving the KV heads costs
+        out["gqa_cost"] = {c: mean_sd([val(c, "llama-gqa", seed) - val(c, "llama", seed)
+                                       for seed in config.seeds]) for c in config.corpora}
+    from spiral.recipes.gpt import RECIPES
+
+    r = RECIPES["baby"]
+    out["budget"] = {"steps": config.max_steps, "batch_size": r["batch_size"],
+                     "context": r["seq_len"],
+                     "tokens": config.max_steps * r["batch_size"] * r["seq_len"],
+                     "seeds": len(config.seeds)}
+    # the baseline's seed-to-seed spread: the yardstick each paired difference is read against
+    out["base_sd"] = {c: table[base][c]["val"]["sd"] for c in config.corpora}
+    return out
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:

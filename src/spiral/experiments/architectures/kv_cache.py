@@ -61,8 +61,17 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     for r in rows:
         r["cache_ratio_to_mha"] = r["predicted_bytes_per_token"] / mha["predicted_bytes_per_token"]
         r["params_saved"] = mha["params"] - r["params"]
+    H = config.n_heads
+    table = {"columns": ["KV heads", "kind", "predicted bytes/token", "measured bytes/token",
+                         "cache ÷ MHA's", "parameters"],
+             "rows": [[str(r["n_kv_heads"]),
+                       "MQA" if r["n_kv_heads"] == 1 else "MHA" if r["n_kv_heads"] == H
+                       else "GQA", f"{r['predicted_bytes_per_token']:,}",
+                       f"{r['measured_bytes_per_token']:,.0f}",
+                       f"{r['cache_ratio_to_mha']:.3f}", f"{r['params']:,}"] for r in rows]}
     return {"rows": rows, "n_heads": config.n_heads, "preset": config.preset,
-            "context_length": GPTConfig.preset(config.preset, config.vocab_size).context_length}
+            "context_length": GPTConfig.preset(config.preset, config.vocab_size).context_length,
+            "table": table}
 
 
 def plot(results: dict[str, Any]) -> dict[str, Any]:
