@@ -35,8 +35,9 @@ from spiral.plotting import PALETTE, new_figure
 from spiral.profiling.memory import profile_step, torch_step_peak
 
 # (label, GPTConfig overrides)
-VARIANTS = (("default", {}), ("flash", {"attention": "flash"}),
-            ("lean + flash", {"attention": "flash", "saved": "lean"}))
+VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("default", {}), ("flash", {"attention": "flash"}),
+    ("lean + flash", {"attention": "flash", "saved": "lean"}))
 TAGS = ("param", "optimizer_state", "input", "grad", "activation", "temporary",
         "autograd_detail")
 
