@@ -43,6 +43,7 @@ from spiral.nn.attention_kernels import KERNELS, attention_function
 from spiral.nn.checkpoint import CHECKPOINT_MODES, run_segments, segment_sizes
 from spiral.nn.ffn import FFN_TYPES, swiglu_hidden
 from spiral.nn.layers import Dropout, Embedding, Linear
+from spiral.nn.lean import SAVED_POLICIES, lean_embed
 from spiral.nn.module import Module, ModuleList, Parameter
 from spiral.nn.positional import ENCODINGS, LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from spiral.nn.transformer import NORM_TYPES, Block, make_block_norm
@@ -54,7 +55,7 @@ STAGE14_FIELDS = ("norm_type", "norm_eps", "ffn_type", "gelu_approximate", "ffn_
                   "ffn_multiple_of", "n_kv_heads", "rope_theta", "rope_scaling")
 
 # fields added by stage 12 (memory optimization; also omitted by to_dict at their defaults)
-STAGE12_FIELDS = ("checkpoint", "attention")
+STAGE12_FIELDS = ("checkpoint", "attention", "saved")
 
 # the projections that write into the residual stream (GELU MLP: proj; SwiGLU: w2 = down)
 RESIDUAL_PROJECTIONS = ("out_proj.weight", "ffn.proj.weight", "ffn.w2.weight")
@@ -92,6 +93,7 @@ class GPTConfig:
     # stage 12: activation checkpointing and the attention kernel (defaults = stage 8's model)
     checkpoint: str = "none"        # none | blocks | sqrt | selective
     attention: str = "naive"        # naive | tiled | online | flash
+    saved: str = "all"              # all | lean: what backward keeps (spiral.nn.lean)
 
     def __post_init__(self) -> None:
         if self.norm_type not in NORM_TYPES:
@@ -103,6 +105,8 @@ class GPTConfig:
                              f"got {self.checkpoint!r}")
         if self.attention not in KERNELS:
             raise ValueError(f"attention must be one of {KERNELS}, got {self.attention!r}")
+        if self.saved not in SAVED_POLICIES:
+            raise ValueError(f"saved must be one of {SAVED_POLICIES}, got {self.saved!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by "
                              f"n_heads={self.n_heads}")
@@ -223,18 +227,20 @@ class GPT(CausalLM):
                   norm_eps=c.norm_eps, ffn_type=c.ffn_type, gelu_approximate=c.gelu_approximate,
                   ffn_hidden=c.ffn_hidden, ffn_multiple_of=c.ffn_multiple_of,
                   n_kv_heads=c.n_kv_heads, rope_theta=c.rope_theta,
-                  rope_scaling=c.rope_scaling)
+                  rope_scaling=c.rope_scaling, saved=c.saved)
             for _ in range(c.n_layers))
+        lean = c.saved == "lean"
         if c.attention != "naive" or c.checkpoint == "selective":  # stage 12
             for blk in self.blocks:
                 assert isinstance(blk, Block)
-                blk.attn.sdpa = attention_function(c.attention,
-                                                   selective=c.checkpoint == "selective")
+                blk.attn.sdpa = attention_function(  # lean: the head merge becomes a view
+                    c.attention, selective=c.checkpoint == "selective",
+                    seq_major=lean and c.attention != "naive")
         # pre-LN leaves the residual stream un-normalized: one more norm before the head
         self.final_norm: Module | None = None
         if c.placement == "pre" and c.norm:
             self.final_norm = make_block_norm(c.norm_type, c.d_model, bias=c.bias,
-                                              eps=c.norm_eps, dtype=dtype)
+                                              eps=c.norm_eps, dtype=dtype, lean=lean)
         self.lm_head: Linear | None = None
         if not c.tie_weights:
             self.lm_head = Linear(c.d_model, c.vocab_size, bias=False, rng=rng, dtype=dtype)
@@ -264,7 +270,10 @@ class GPT(CausalLM):
         if T > self.context_length:
             raise ValueError(f"sequence of {T} tokens is longer than context_length "
                              f"{self.context_length}")
-        x = self.drop(self._embed(ids))  # (B, T, C)
+        if self.config.saved == "lean" and self.pos_enc is None:  # stage 12: one node
+            x = lean_embed(self.tok_emb, self.pos_emb, ids, self.drop)
+        else:
+            x = self.drop(self._embed(ids))  # (B, T, C)
         maps: list[np.ndarray] = []
         segments = segment_sizes(len(self.blocks), self.config.checkpoint)
         if segments and not need_weights:  # stage 12: store segment inputs, recompute the rest

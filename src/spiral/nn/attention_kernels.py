@@ -82,16 +82,18 @@ class _TiledFn(Function):
     @staticmethod
     def forward(ctx: Any, q: Any, k: Any, v: Any, mask: Any, scale: float, causal: bool,
                 kernel: str, block_q: int, block_k: int, dropout_p: float, seed: int,
-                counter: IOCounter | None) -> Any:
+                counter: IOCounter | None, seq_major: bool = False) -> Any:
         L, S = q.shape[-2], k.shape[-2]
+        buf = _seq_major_out(q, k, v) if seq_major else None
         if kernel == "tiled":
             bq, bk = block_q, S
-            out, lse = tiled_forward(q, k, v, scale, mask=mask, causal=causal, block_q=bq)
+            out, lse = tiled_forward(q, k, v, scale, mask=mask, causal=causal, block_q=bq,
+                                     out=buf)
         else:
             bq, bk = (L, block_k) if kernel == "online" else (block_q, block_k)
             out, lse = flash_forward(q, k, v, scale, mask=mask, causal=causal, block_q=bq,
                                      block_k=bk, dropout_p=dropout_p, seed=seed,
-                                     counter=counter)
+                                     counter=counter, out=buf)
         ctx.save_for_backward(q, k, v, out, lse)  # O(L) per head beyond Q, K, V, O
         ctx.args = (mask, scale, causal, bq, bk, dropout_p, seed,
                     None if kernel == "tiled" else counter)  # tiled: not an I/O-aware kernel
@@ -105,7 +107,19 @@ class _TiledFn(Function):
                                     block_q=bq, block_k=bk, dropout_p=p, seed=seed,
                                     counter=counter)
         return (_sum_to(dq, q.shape), _sum_to(dk, k.shape), _sum_to(dv, v.shape),
-                *([None] * 9))
+                *([None] * (len(ctx.needs_input_grad) - 3)))
+
+
+def _seq_major_out(q: Any, k: Any, v: Any) -> np.ndarray:
+    """An empty O of shape (B, *heads, L, Ev) whose memory is laid out (B, L, *heads, Ev):
+    the sequence axis right after the batch, as torch's CPU flash kernel allocates its
+    output. Moving L back next to B (the multi-head merge (B, H, L, hd) -> (B, L, H·hd)) is
+    then a view, not a copy."""
+    lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    if not lead:
+        return np.empty((q.shape[-2], v.shape[-1]), dtype=q.dtype)
+    buf = np.empty((lead[0], q.shape[-2], *lead[1:], v.shape[-1]), dtype=q.dtype)
+    return np.moveaxis(buf, 1, -2)
 
 
 def _sum_to(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -116,11 +130,12 @@ def scaled_dot_product_attention(
     query: Tensor, key: Tensor, value: Tensor, attn_mask: Any = None, dropout_p: float = 0.0,
     is_causal: bool = False, scale: float | None = None, *,
     rng: np.random.Generator | None = None, kernel: str = "naive", block_q: int = 64,
-    block_k: int = 64, counter: IOCounter | None = None,
+    block_k: int = 64, counter: IOCounter | None = None, seq_major: bool = False,
 ) -> Tensor:
     """softmax(Q Kᵀ·scale + mask) V by ``kernel``; the arguments of
     ``torch.nn.functional.scaled_dot_product_attention`` plus ``rng`` (dropout), the kernel,
-    its block sizes and an optional byte counter."""
+    its block sizes and an optional byte counter. ``seq_major`` (tiled, online and flash
+    kernels) lays the output out sequence-major, so that merging the heads is a view."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if block_q < 1 or block_k < 1:
@@ -132,6 +147,9 @@ def scaled_dot_product_attention(
     L, S = query.shape[-2], key.shape[-2]
     s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     if kernel == "naive":
+        if seq_major:
+            raise ValueError("seq_major needs a tiled kernel (tiled, online or flash): the "
+                             "naive kernel's output is one batched matrix product")
         mask = F._additive_mask(attn_mask, is_causal, L, S, query.dtype)
         return _NaiveFn.apply(query, key, value, mask, s, dropout_p, rng, counter)
     if kernel == "tiled" and dropout_p > 0.0:
@@ -140,26 +158,34 @@ def scaled_dot_product_attention(
     if mask is not None and mask.ndim < 2:
         mask = mask.reshape(1, -1)
     seed = int(rng.integers(2**63)) if dropout_p > 0.0 and rng is not None else 0
+    if seq_major:
+        return _TiledFn.apply(query, key, value, mask, s, bool(is_causal), kernel, block_q,
+                              block_k, dropout_p, seed, counter, True)
     return _TiledFn.apply(query, key, value, mask, s, bool(is_causal), kernel, block_q, block_k,
                           dropout_p, seed, counter)
 
 
 def attention_function(kernel: str = "naive", *, selective: bool = False, block_q: int = 64,
-                       block_k: int = 64) -> Callable[..., Tensor]:
+                       block_k: int = 64, seq_major: bool = False) -> Callable[..., Tensor]:
     """An attention with ``F.scaled_dot_product_attention``'s signature for a model to use:
     ``kernel`` picks the algorithm; ``selective`` checkpoints it (Korthikanti et al.'s
     selective recomputation: the scores and probabilities are recomputed in backward, the
-    dropout generator replayed)."""
+    dropout generator replayed); ``seq_major`` (not with naive) lays the output out so that
+    the head merge is a view (stage 12's lean policy)."""
     from spiral.nn.checkpoint import checkpoint
 
     if kernel not in KERNELS:
         raise ValueError(f"attention must be one of {KERNELS}, got {kernel!r}")
+    if seq_major and kernel == "naive":
+        raise ValueError("seq_major needs a tiled kernel (tiled, online or flash), not naive")
 
     def attend(query: Tensor, key: Tensor, value: Tensor, attn_mask: Any = None,
                dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None, *,
                rng: np.random.Generator | None = None) -> Tensor:
         kw = dict(attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
                   rng=rng, kernel=kernel, block_q=block_q, block_k=block_k)
+        if seq_major:
+            kw["seq_major"] = True
         if selective:
             return checkpoint(scaled_dot_product_attention, query, key, value,
                               rngs=[rng] if rng is not None else [], **kw)

@@ -66,16 +66,19 @@ def _exp_shift(s: Array, m: Array) -> Array:
 def flash_forward(q: Array, k: Array, v: Array, scale: float, *, mask: Array | None = None,
                   causal: bool = False, block_q: int = 64, block_k: int = 64,
                   dropout_p: float = 0.0, seed: int = 0, counter: IOCounter | None = None,
-                  trace: list[dict[str, Array]] | None = None) -> tuple[Array, Array]:
+                  trace: list[dict[str, Array]] | None = None,
+                  out: Array | None = None) -> tuple[Array, Array]:
     """Online-softmax attention over (block_q × block_k) tiles -> (O, log-sum-exp λ).
 
     ``trace`` (if a list) receives, per key block of the FIRST query block, the running
-    m, ℓ and O = A/ℓ: the recurrence step by step, as the chapter plots it."""
+    m, ℓ and O = A/ℓ: the recurrence step by step, as the chapter plots it. ``out`` (if
+    given) is written tile by tile, whatever its strides (stage 12's lean policy passes a
+    sequence-major buffer, so that merging the heads afterwards is a view)."""
     L, S, E, Ev = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
     shape = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])  # (batch, heads)
     lead = int(np.prod(shape, dtype=np.int64))
     item = q.dtype.itemsize
-    out = np.empty(shape + (L, Ev), dtype=q.dtype)
+    out = np.empty(shape + (L, Ev), dtype=q.dtype) if out is None else out
     lse = np.empty(shape + (L,), dtype=q.dtype)
     for i0 in range(0, L, block_q):
         i1 = min(i0 + block_q, L)
@@ -174,12 +177,14 @@ def flash_backward(grad: Array, q: Array, k: Array, v: Array, out: Array, lse: A
 
 
 def tiled_forward(q: Array, k: Array, v: Array, scale: float, *, mask: Array | None = None,
-                  causal: bool = False, block_q: int = 64) -> tuple[Array, Array]:
+                  causal: bool = False, block_q: int = 64,
+                  out: Array | None = None) -> tuple[Array, Array]:
     """The two-pass softmax one query block at a time: a (block_q × S) row block of scores,
-    its max, its sum, then O_i = P_i V. Exact, O(block_q·S) extra memory; -> (O, λ)."""
+    its max, its sum, then O_i = P_i V. Exact, O(block_q·S) extra memory; -> (O, λ).
+    ``out`` (if given) receives O, as in :func:`flash_forward`."""
     L, S, Ev = q.shape[-2], k.shape[-2], v.shape[-1]
     shape = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    out = np.empty(shape + (L, Ev), dtype=q.dtype)
+    out = np.empty(shape + (L, Ev), dtype=q.dtype) if out is None else out
     lse = np.empty(shape + (L,), dtype=q.dtype)
     for i0 in range(0, L, block_q):
         i1 = min(i0 + block_q, L)

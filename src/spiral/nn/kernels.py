@@ -164,20 +164,37 @@ def layer_norm_forward(
 
     Returns (y, x̂, rstd) with rstd = 1/sqrt(var + eps) kept with reduced axes (keepdims).
     """
-    shape = x.shape
-    n = int(np.prod(shape[x.ndim - n_norm:]))
-    x2 = x.reshape(*shape[: x.ndim - n_norm], n)  # (..., *normalized) -> (..., n)
-    xhat = x2 - _rowsum(x2, scale=1.0 / n)
-    var = _rowsum(np.square(xhat), scale=1.0 / n)  # biased: divide by n, not n - 1
-    var += eps
-    rstd = 1.0 / np.sqrt(var)  # (..., 1)
-    xhat *= rstd
-    xhat = xhat.reshape(shape)
-    rstd = rstd.reshape(*rstd.shape[:-1], *([1] * n_norm))  # keepdims over the normalized axes
+    xhat, _, rstd = layer_norm_normalize(x, n_norm, eps)
     y = xhat * weight if weight is not None else xhat.copy()
     if bias is not None:
         y += bias
     return y, xhat, rstd
+
+
+def layer_norm_normalize(x: Array, n_norm: int, eps: float) -> tuple[Array, Array, Array]:
+    """x̂ = (x − μ)·rstd over the last ``n_norm`` axes -> (x̂, μ, rstd), μ and rstd keepdims."""
+    shape = x.shape
+    n = int(np.prod(shape[x.ndim - n_norm:]))
+    x2 = x.reshape(*shape[: x.ndim - n_norm], n)  # (..., *normalized) -> (..., n)
+    mean = _rowsum(x2, scale=1.0 / n)  # (..., 1)
+    xhat = x2 - mean
+    var = _rowsum(np.square(xhat), scale=1.0 / n)  # biased: divide by n, not n - 1
+    var += eps
+    rstd = 1.0 / np.sqrt(var)  # (..., 1)
+    xhat *= rstd
+    keep = (*rstd.shape[:-1], *([1] * n_norm))  # keepdims over the normalized axes
+    return xhat.reshape(shape), mean.reshape(keep), rstd.reshape(keep)
+
+
+def layer_norm_recompute(x: Array, n_norm: int, mean: Array, rstd: Array) -> Array:
+    """x̂ from the input and the saved per-row μ and rstd with :func:`layer_norm_normalize`'s
+    own two operations, (x − μ) then ·rstd: bit-identical to the forward pass's x̂."""
+    shape = x.shape
+    lead = shape[: x.ndim - n_norm]
+    x2 = x.reshape(*lead, -1)
+    xhat = x2 - mean.reshape(*lead, 1)
+    xhat *= rstd.reshape(*lead, 1)
+    return xhat.reshape(shape)
 
 
 def layer_norm_backward(
@@ -264,19 +281,40 @@ def gelu_forward(x: Array, approximate: str = "none") -> tuple[Array, Array]:
 def gelu_forward_block(x: Array, approximate: str, y: Array | None = None,
                        aux: Array | None = None) -> tuple[Array, Array]:
     """(y, aux) of :func:`gelu_forward` for one block, into ``y`` and ``aux`` if given."""
+    aux = gelu_aux_block(x, approximate, aux)
     if approximate == "none":
-        aux = _normal_cdf(x, out=aux)
         return np.multiply(x, aux, out=y), aux
+    y = np.add(aux, 1.0, out=y)
+    y *= x
+    y *= 0.5
+    return y, aux
+
+
+def gelu_aux_block(x: Array, approximate: str, aux: Array | None = None) -> Array:
+    """The array GELU's backward reads: Φ(x) (exact) or tanh u (tanh form), into ``aux``."""
+    if approximate == "none":
+        return _normal_cdf(x, out=aux)
     aux = np.multiply(x, x, out=aux)  # u = √(2/π) x (1 + c x²): x*x, not x**3 (pow is slow)
     aux *= _GELU_C
     aux += 1.0
     aux *= x
     aux *= _SQRT_2_OVER_PI
     np.tanh(aux, out=aux)
-    y = np.add(aux, 1.0, out=y)
-    y *= x
-    y *= 0.5
-    return y, aux
+    return aux
+
+
+def gelu_backward_recompute(grad: Array, x: Array, approximate: str = "none") -> Array:
+    """:func:`gelu_backward` without a saved Φ: each block recomputes its Φ (or tanh u) with
+    the forward pass's own blocks and ops, then applies the same formula (stage 12's lean
+    policy: bit-identical gradients, one block of scratch instead of a saved N·h array)."""
+    if x.size <= WHOLE:
+        return gelu_backward_block(grad, x, gelu_aux_block(x, approximate), approximate)
+    d = np.empty(x.shape, x.dtype)
+    gf, xf, df = grad.reshape(-1), x.reshape(-1), d.reshape(-1)
+    for b in flat_blocks(xf.size):
+        xb = xf[b]
+        gelu_backward_block(gf[b], xb, gelu_aux_block(xb, approximate), approximate, df[b])
+    return d
 
 
 def gelu_backward(grad: Array, x: Array, aux: Array, approximate: str = "none") -> Array:

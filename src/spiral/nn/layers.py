@@ -72,6 +72,11 @@ class Embedding(Module):
         self.weight = Parameter(w.astype(dtype))
 
     def forward(self, ids: Tensor | np.ndarray) -> Tensor:
+        idx = self.check_ids(ids)
+        return self.weight[idx]  # (...,) -> (..., embedding_dim); backward sums repeated rows
+
+    def check_ids(self, ids: Tensor | np.ndarray) -> np.ndarray:
+        """The ids as an integer array, each in [0, num_embeddings) (else a clear error)."""
         idx = ids.data if isinstance(ids, Tensor) else np.asarray(ids)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"Embedding expects integer ids, got dtype {idx.dtype}")
@@ -79,7 +84,7 @@ class Embedding(Module):
             raise IndexError(
                 f"ids must lie in [0, {self.num_embeddings}), got [{idx.min()}, {idx.max()}]"
             )
-        return self.weight[idx]  # (...,) -> (..., embedding_dim); backward sums repeated rows
+        return idx
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
@@ -102,10 +107,23 @@ class Dropout(Module):
         # numbers as one draw of x's shape, without a float64 array of that shape)
         scaled = np.empty(x.shape, dtype=x.dtype)
         flat = scaled.reshape(-1)
-        for b in flat_blocks(flat.size):
-            keep = self.rng.random(b.stop - b.start) >= self.p  # True = survives
+        for b, keep in self._draws(flat.size):
             flat[b] = keep.astype(x.dtype) / (1.0 - self.p)
         return x * scaled
+
+    def _draws(self, size: int) -> Any:
+        """(block, keep) pairs: each block's survivors (True), drawn in order."""
+        for b in flat_blocks(size):
+            yield b, self.rng.random(b.stop - b.start) >= self.p  # True = survives
+
+    def keep_mask(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The boolean keep-mask of one forward pass on an input of ``shape`` (the draws
+        :meth:`forward` makes; it scales them as ``keep / (1 − p)``), one byte an entry."""
+        keep = np.empty(shape, dtype=np.bool_)
+        flat = keep.reshape(-1)
+        for b, k in self._draws(flat.size):
+            flat[b] = k
+        return keep
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -256,13 +256,19 @@ class RMSNormFn(Function):
     @staticmethod
     def backward(ctx: Any, grad: np.ndarray) -> tuple[Any, ...]:
         xhat, rrms, weight = ctx.saved_tensors
-        axes = tuple(range(grad.ndim - ctx.n_norm, grad.ndim))
-        g = grad * weight if weight is not None else grad  # ∂L/∂x̂
-        dx = (g - xhat * np.mean(g * xhat, axis=axes, keepdims=True)) * rrms
-        if weight is None:
-            return dx, None, None
-        dw = (grad * xhat).sum(axis=tuple(range(grad.ndim - ctx.n_norm)))
-        return dx, None, None, dw
+        return rms_norm_backward(grad, xhat, rrms, weight, ctx.n_norm)
+
+
+def rms_norm_backward(grad: np.ndarray, xhat: np.ndarray, rrms: np.ndarray,
+                      weight: np.ndarray | None, n_norm: int) -> tuple[Any, ...]:
+    """dx = (g − x̂ mean(g ⊙ x̂)) / r with g = ∂L/∂x̂; dw = Σ grad ⊙ x̂ -> (dx, None, None[, dw])."""
+    axes = tuple(range(grad.ndim - n_norm, grad.ndim))
+    g = grad * weight if weight is not None else grad  # ∂L/∂x̂
+    dx = (g - xhat * np.mean(g * xhat, axis=axes, keepdims=True)) * rrms
+    if weight is None:
+        return dx, None, None
+    dw = (grad * xhat).sum(axis=tuple(range(grad.ndim - n_norm)))
+    return dx, None, None, dw
 
 
 def rms_norm(input: Tensor, normalized_shape: int | tuple[int, ...] | list[int],

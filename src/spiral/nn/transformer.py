@@ -38,9 +38,11 @@ import numpy as np
 from spiral.autograd import Tensor
 from spiral.nn import functional as F
 from spiral.nn import kernels as K
+from spiral.nn.activations import GELU
 from spiral.nn.attention import causal_mask
-from spiral.nn.ffn import FeedForward, make_ffn
+from spiral.nn.ffn import FeedForward, SwiGLUFeedForward, make_ffn
 from spiral.nn.layers import Dropout, Linear
+from spiral.nn.lean import SAVED_POLICIES, LeanGELU, LeanLayerNorm, LeanRMSNorm, residual_linear
 from spiral.nn.module import Module
 from spiral.nn.norm import LayerNorm, RMSNorm
 from spiral.nn.positional import ROPE_CONVENTIONS, RotaryEmbedding, alibi_bias
@@ -172,12 +174,13 @@ class MultiHeadAttention(Module):
 
 
 def make_block_norm(norm_type: str, d_model: int, *, bias: bool = False, eps: float = 1e-5,
-                    dtype: Any = np.float32) -> Module:
-    """LayerNorm (GPT-2; with a bias if ``bias``) or RMSNorm (Llama; never a bias)."""
+                    dtype: Any = np.float32, lean: bool = False) -> Module:
+    """LayerNorm (GPT-2; with a bias if ``bias``) or RMSNorm (Llama; never a bias); ``lean``
+    (stage 12): the twin that keeps the per-row statistics, not x̂ (:mod:`spiral.nn.lean`)."""
     if norm_type == "layernorm":
-        return LayerNorm(d_model, eps=eps, bias=bias, dtype=dtype)
+        return (LeanLayerNorm if lean else LayerNorm)(d_model, eps=eps, bias=bias, dtype=dtype)
     if norm_type == "rmsnorm":
-        return RMSNorm(d_model, eps=eps, dtype=dtype)
+        return (LeanRMSNorm if lean else RMSNorm)(d_model, eps=eps, dtype=dtype)
     raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {norm_type!r}")
 
 
@@ -209,16 +212,20 @@ class Block(Module):
                  norm_eps: float = 1e-5, ffn_type: str = "gelu", gelu_approximate: str = "none",
                  ffn_hidden: int | None = None, ffn_multiple_of: int = 8,
                  n_kv_heads: int | None = None, rope_theta: float = 10000.0,
-                 rope_scaling: dict[str, Any] | None = None) -> None:
+                 rope_scaling: dict[str, Any] | None = None, saved: str = "all") -> None:
         super().__init__()
         if placement not in ("pre", "post"):
             raise ValueError(f"placement must be 'pre' or 'post', got {placement!r}")
-        self.placement, self.residual = placement, residual
+        if saved not in SAVED_POLICIES:
+            raise ValueError(f"saved must be one of {SAVED_POLICIES}, got {saved!r}")
+        self.placement, self.residual, self.saved = placement, residual, saved
+        lean = saved == "lean"
 
         def make_norm() -> Module:
             if not norm:
                 return _Identity()
-            return make_block_norm(norm_type, d_model, bias=bias, eps=norm_eps, dtype=dtype)
+            return make_block_norm(norm_type, d_model, bias=bias, eps=norm_eps, dtype=dtype,
+                                   lean=lean)
 
         self.ln1 = make_norm()
         self.attn = MultiHeadAttention(d_model, n_heads, bias=bias, dropout=dropout, rng=rng,
@@ -232,6 +239,8 @@ class Block(Module):
                                 gelu_approximate=gelu_approximate, hidden=ffn_hidden,
                                 multiple_of=ffn_multiple_of, dropout=dropout, rng=rng,
                                 dtype=dtype)
+            if lean and isinstance(self.ffn.act, GELU):  # stage 12: keep x, recompute Φ(x)
+                self.ffn.act = LeanGELU(self.ffn.act.approximate)
 
     def _sublayer(self, x: Tensor, f: Any, norm: Module) -> Tensor:
         if self.placement == "pre":
@@ -242,9 +251,27 @@ class Block(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, d_model) -> (B, T, d_model)."""
+        if self.saved == "lean" and self.placement == "pre" and self.residual:
+            return self._lean_forward(x)
         x = self._sublayer(x, self.attn, self.ln1)
         if self.ffn is not None and self.ln2 is not None:
             x = self._sublayer(x, self.ffn, self.ln2)
+        return x
+
+    def _lean_forward(self, x: Tensor) -> Tensor:
+        """Pre-LN with each residual branch's projection, dropout and sum as ONE node
+        (:func:`spiral.nn.lean.residual_linear`): the same ops, fewer arrays kept."""
+        attn = self.attn
+        x = residual_linear(x, attn.attend(*attn.split_heads(self.ln1(x))), attn.out_proj,
+                            attn.resid_drop)
+        if self.ffn is not None and self.ln2 is not None:
+            f, z = self.ffn, self.ln2(x)
+            if isinstance(f, SwiGLUFeedForward):  # W₂ (SiLU(W₁z) ⊙ W₃z)
+                x = residual_linear(x, f.act(f.w1(z)) * f.w3(z), f.w2, f.drop)
+            elif isinstance(f.act, GELU):  # W₂ GELU(W₁z): GELU inside the node
+                x = residual_linear(x, f.fc(z), f.proj, f.drop, gelu=f.act.approximate)
+            else:  # W₂ act(W₁z)
+                x = residual_linear(x, f.act(f.fc(z)), f.proj, f.drop)
         return x
 
     def attention_weights(self, x: Tensor) -> tuple[Tensor, np.ndarray]:

@@ -134,6 +134,13 @@ class MemoryProfiler:
             if isinstance(a, np.ndarray):
                 self.track(a, "grad" if leaf else "temporary", op)
 
+    def track_scratch(self, op: str, arrays: Any) -> None:
+        """Arrays a fused node allocates inside its backward (stage 12's lean nodes report
+        the intermediate gradients and recomputed values that separate nodes would have
+        handed over visibly), counted as ``temporary`` while they live."""
+        for a in arrays:
+            self.track(a, "temporary", "backward:" + op)
+
     # ---------------------------------------------------------------- bookkeeping
     def track(self, array: Any, tag: str, op: str = "") -> None:
         """Count ``array``'s owning buffer under ``tag`` (once; a stronger tag wins)."""
