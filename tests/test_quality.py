@@ -114,6 +114,7 @@ OPTIONAL_IMPORTS = {
     "torch": ("src/spiral/distributed/runtime.py",        # the transport (distributed extra)
               "src/spiral/profiling/memory_witness.py",   # stage 11's torch witness
               "src/spiral/experiments/memory/torch_compare.py",
+              "src/spiral/experiments/memopt/lean.py",      # stage 12's lean step beside torch
               "src/spiral/experiments/inference/torch_ratio.py"),  # stage 17's PyTorch ratio
     # the benchmarks' PyTorch twin of our GPT, read from the checkout (stage 11's comparison)
     "benchmarks": "src/spiral/experiments/memory/torch_compare.py",
