@@ -13,9 +13,11 @@ no biases, as nanoGPT's CPU recipe), one switch is flipped at a time:
 
 Each setting trains with stage 8's recipe (2,000 steps × 12 × 64 tokens) on tiny
 Shakespeare and on names, for every seed; the whole validation split is scored by the
-shared evaluator. Differences are reported paired by seed (same batches, same seed) with
-their spread, and the chapter reads them whichever way they fall. Each finished run is
-cached as JSON in ``cache_dir`` so an interrupted sweep resumes where it stopped.
+shared evaluator. Differences are taken seed by seed with their spread (one generator
+draws the weights, then the batches, so only a setting whose initialisation draws as many
+numbers as the baseline's also shares its batches), and the chapter reads them whichever
+way they fall. Each finished run is cached as JSON in ``cache_dir`` so an interrupted sweep
+resumes where it stopped.
 Chapter: stage 14, "Which changes matter here?".
 """
 
