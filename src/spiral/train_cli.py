@@ -42,7 +42,8 @@ _GPT_TYPES: dict[str, Any] = {
 _GPT_CHOICES: dict[str, tuple[str, ...]] = {"placement": ("pre", "post"),
                 "positional": ("learned", "sinusoidal", "rope", "rope_halves", "alibi", "none"),
                 "checkpoint": ("none", "blocks", "sqrt", "selective"),  # stage 12
-                "attention": ("naive", "tiled", "online", "flash")}
+                "attention": ("naive", "tiled", "online", "flash"),
+                "saved": ("all", "lean")}  # stage 12: what backward keeps
 
 
 def _flag(name: str) -> str:

@@ -151,3 +151,27 @@ def test_lean_ffn_node_refuses_a_second_backward() -> None:
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="retain_graph"):
         loss.backward()
+
+
+def test_spiral_train_gpt_takes_saved_lean_and_trains_the_same_run(tmp_path) -> None:
+    """`spiral train gpt --saved lean --attention flash` records the policy and, being
+    bit-identical, ends on the same validation loss as `--saved all` with flash."""
+    import json
+
+    from spiral.cli import main
+
+    text = tmp_path / "tiny.txt"
+    text.write_text("the cat sat on the mat. " * 40)
+    common = ["--data", str(text), "--max-steps", "3", "--eval-interval", "3",
+              "--batch-size", "2", "--context-length", "16",
+              "--n-layers", "1", "--d-model", "16", "--n-heads", "2", "--attention", "flash",
+              "--no-progress"]
+    vals = {}
+    for saved in ("all", "lean"):
+        out = tmp_path / saved
+        assert main(["train", "gpt", "--out", str(out), "--saved", saved, *common]) == 0
+        cfg = json.loads((out / "config.json").read_text())["model_config"]
+        assert cfg.get("saved", "all") == saved
+        last = (out / "metrics.jsonl").read_text().splitlines()[-1]
+        vals[saved] = json.loads(last)["val_loss"]
+    assert vals["lean"] == vals["all"]
