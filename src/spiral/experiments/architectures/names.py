@@ -44,6 +44,9 @@ class Config:
     cache_dir: str = "docs/results/architectures_names/runs"  # "" = no cache
     # mid-run checkpoints (every 500 steps; not committed): a killed run resumes, bit-identically
     ckpt_dir: str = "runs/architectures_names"  # "" = none
+    # stage 8's committed GPT-2-style result on the same split, read for the comparison
+    stage8_results: str = "docs/results"  # "" = no comparison
+    target: float = 1.95  # nats/char on the test names (stage 8's 1.968 carried over)
 
 
 def _names_config(c: Config, T: int) -> NamesConfig:
@@ -101,8 +104,26 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                  f"{finals[0]['n_parameters']:,} params, {len(finals)} seeds",
                  f"{val['mean']:.3f} ± {val['sd']:.3f}",
                  f"{test['mean']:.3f} ± {test['sd']:.3f}"])
+    out: dict[str, Any] = {}
+    if config.stage8_results:  # the GPT-2-style block of stage 8: same recipe, same split
+        from math import sqrt
+
+        from spiral.experiments.framework import load_results
+
+        gpt = load_results("transformer_names", config.stage8_results)["results"]
+        g = gpt["gpt_test"]
+        # two independent sets of runs (stage 8 drew dropout from a second generator):
+        # the difference of means, with the standard error of that difference
+        out["vs_gpt2"] = {"gpt2_test": g, "diff": test["mean"] - g["mean"],
+                          "se": sqrt(test["sd"] ** 2 / test["n"] + g["sd"] ** 2 / g["n"]),
+                          "gpt2_params": gpt["n_parameters"], "kn_test": gpt["kn_best_test"]}
+        rows.append([f"stage 8: GPT-2-style, context 64, {gpt['n_parameters']:,} params, "
+                     f"{g['n']} seeds", f"{gpt['gpt_val']['mean']:.3f} ± "
+                     f"{gpt['gpt_val']['sd']:.3f}", f"{g['mean']:.3f} ± {g['sd']:.3f}"])
+    out["target"] = config.target
+    out["target_met"] = bool(test["mean"] <= config.target)
     return {"trials": trials, "chosen_context": chosen, "finals": finals, "test": test,
-            "val": val, "n_parameters": finals[0]["n_parameters"],
+            "val": val, "n_parameters": finals[0]["n_parameters"], **out,
             "table": {"columns": ["run", "validation nats/char", "test nats/char"],
                       "rows": rows}}
 
@@ -132,7 +153,8 @@ def check(results: dict[str, Any]) -> None:
 EXPERIMENT = Experiment(
     name="architectures_names", stage=14, title="The modern block on names",
     quick=Config(contexts=(8, 16), seeds=(0, 1), n_layers=1, d_model=16, max_steps=60,
-                 lr=1e-2, dropout=0.0, workers=1, cache_dir="", ckpt_dir=""),
+                 lr=1e-2, dropout=0.0, workers=1, cache_dir="", ckpt_dir="",
+                 stage8_results=""),
     full=Config(),
     run=run, plot=plot, check=check,
     summary=lambda r: [("test", f"{r['test']['mean']:.3f} ± {r['test']['sd']:.3f}"),
