@@ -136,10 +136,20 @@ def plot(results: dict[str, Any]) -> dict[str, Any]:
     f = results["finals"]
     ax.plot([r["context"] for r in f], [r["test"] for r in f], "s", color=PALETTE[1],
             label="final seeds (test, scored once)")
+    if "vs_gpt2" in results:  # stage 8's GPT-2-style block (test, mean ± sd) and the lines
+        g = results["vs_gpt2"]["gpt2_test"]
+        ax.axhspan(g["mean"] - g["sd"], g["mean"] + g["sd"], color=PALETTE[2], alpha=0.25,
+                   lw=0)
+        ax.axhline(g["mean"], color=PALETTE[2], lw=1,
+                   label="stage 8 GPT-2-style (test, mean ± sd)")
+        ax.axhline(results["vs_gpt2"]["kn_test"], color="0.4", ls="--", lw=1,
+                   label="Kneser–Ney (test)")
+    ax.axhline(results["target"], color="0.4", ls=":", lw=1, label="target")
     ax.set_xscale("log", base=2)
+    ax.set_xticks([r["context"] for r in t], [str(r["context"]) for r in t])
     ax.set_xlabel("context length")
     ax.set_ylabel("nats/char")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return {"names_llama": fig}
 
 
