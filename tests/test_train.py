@@ -278,3 +278,22 @@ def test_a_names_run_killed_mid_way_resumes_bit_identically(tmp_path: Path) -> N
     assert resumed["val"] == whole["val"] and resumed["train_loss"] == whole["train_loss"]
     with pytest.raises(ValueError, match="other settings"):  # a changed setting is refused
         _train_seed({**job, "ckpt_dir": str(tmp_path / "b"), "seed": 6})
+
+
+def test_names_job_records_the_training_text_loss_and_backfills_old_records(
+        tmp_path: Path) -> None:
+    """Stage 14's names runs record the finished model's eval-mode loss on training text (from
+    the final checkpoint), and a cached record written before that field gains it."""
+    from dataclasses import asdict, replace
+
+    from spiral.experiments.architectures.names import EXPERIMENT, _job, _names_config
+
+    c = replace(EXPERIMENT.quick, max_steps=6)
+    job = {"config": asdict(_names_config(c, 8)), "seed": 0, "score_test": False,
+           "cache": str(tmp_path / "trial.json"), "ckpt_dir": str(tmp_path / "ckpt")}
+    first = _job(job)
+    assert first["train_eval"] is not None and np.isfinite(first["train_eval"])
+    old = {k: v for k, v in first.items() if k != "train_eval"}
+    (tmp_path / "trial.json").write_text(json.dumps(old))
+    assert _job(job)["train_eval"] == first["train_eval"]  # recomputed from the checkpoint
+    assert "train_eval" in json.loads((tmp_path / "trial.json").read_text())

@@ -55,20 +55,57 @@ def _names_config(c: Config, T: int) -> NamesConfig:
                    dropout=c.dropout, windows=(T,))
 
 
-def _job(job: dict[str, Any]) -> dict[str, Any]:
+def _overrides(cfg: dict[str, Any]) -> dict[str, Any]:
     from spiral.models.gpt import _matched_swiglu_hidden
 
+    return {**LLAMA, "ffn_hidden": _matched_swiglu_hidden(cfg["context_length"],
+                                                          cfg["n_layers"], cfg["d_model"])}
+
+
+def _train_eval(job: dict[str, Any]) -> float | None:
+    """The finished model's loss on training text, in eval mode (no dropout): the first
+    len(validation) characters of the training split, scored like validation. Read from the
+    run's final checkpoint; beside the validation loss it shows how far the run memorised."""
+    from spiral import checkpoint, data
+    from spiral.evaluate import evaluate
+    from spiral.models.gpt import GPT, GPTConfig
+    from spiral.tokenizers.char import CharTokenizer
+
+    ckpt = Path(job["ckpt_dir"]) / "checkpoint.safetensors" if job.get("ckpt_dir") else None
+    cfg = job["config"]
+    if ckpt is None or not ckpt.is_file() or checkpoint.read_header(ckpt)["step"] != cfg[
+            "max_steps"]:
+        return None
+    s = data.get_splits("names")
+    tok = CharTokenizer.from_text(s.train)
+    tr, va = tok.encode_array(s.train), tok.encode_array(s.val)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=cfg["context_length"],
+                          n_layers=cfg["n_layers"], n_heads=cfg["n_heads"],
+                          d_model=cfg["d_model"], dropout=cfg["dropout"], **_overrides(cfg)),
+                rng=np.random.default_rng(0))
+    checkpoint.load(ckpt, model)
+    model.eval()
+    return float(evaluate(model, tr[: len(va)]).nats)
+
+
+def _job(job: dict[str, Any]) -> dict[str, Any]:
     cache = Path(job["cache"]) if job["cache"] else None
     if cache is not None and cache.is_file():
-        return dict(json.loads(cache.read_text(encoding="utf-8")))
+        res = dict(json.loads(cache.read_text(encoding="utf-8")))
+        if "train_eval" not in res and job.get("ckpt_dir"):  # a record from before the field
+            res["train_eval"] = _train_eval(job)
+            if res["train_eval"] is not None:
+                from spiral.records import atomic_write_text
+
+                atomic_write_text(cache, json.dumps(res) + "\n")
+        return res
     cfg = job["config"]
-    hidden = _matched_swiglu_hidden(cfg["context_length"], cfg["n_layers"], cfg["d_model"])
     out = _train_seed({"config": cfg, "seed": job["seed"], "score_test": job["score_test"],
-                       "model_overrides": {**LLAMA, "ffn_hidden": hidden},
+                       "model_overrides": _overrides(cfg),
                        "ckpt_dir": job.get("ckpt_dir"), "checkpoint_interval": 500})
     res = {"context": cfg["context_length"], "seed": job["seed"], "val": out["val"],
            "test": out["test"] if job["score_test"] else None,
-           "n_parameters": out["n_parameters"]}
+           "n_parameters": out["n_parameters"], "train_eval": _train_eval(job)}
     if cache is not None:
         from spiral.records import atomic_write_text
 
@@ -98,13 +135,24 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     finals = _map([job(chosen, s, True) for s in config.seeds], config.workers)
     test = mean_sd([r["test"] for r in finals])
     val = mean_sd([r["val"] for r in finals])
-    rows = [[f"trial: context {r['context']} (seed {r['seed']})", f"{r['val']:.3f}", "—"]
-            for r in trials]
+    out: dict[str, Any] = {}
+
+    def fmt(v: float | None) -> str:
+        return "—" if v is None else f"{v:.3f}"
+
+    rows = [[f"trial: context {r['context']} (seed {r['seed']})",
+             fmt(r.get("train_eval")), f"{r['val']:.3f}", "—"] for r in trials]
+    if all(r.get("train_eval") is not None for r in trials + finals):
+        # validation minus training text, both in eval mode: how far each run memorised
+        out["trial_gaps"] = {str(r["context"]): r["val"] - r["train_eval"] for r in trials}
+        out["train_eval"] = mean_sd([r["train_eval"] for r in finals])
+        out["gap"] = mean_sd([r["val"] - r["train_eval"] for r in finals])
+    te = out.get("train_eval")
     rows.append([f"Llama-style {config.n_layers}×{config.d_model}, context {chosen}, "
                  f"{finals[0]['n_parameters']:,} params, {len(finals)} seeds",
+                 "—" if te is None else f"{te['mean']:.3f} ± {te['sd']:.3f}",
                  f"{val['mean']:.3f} ± {val['sd']:.3f}",
                  f"{test['mean']:.3f} ± {test['sd']:.3f}"])
-    out: dict[str, Any] = {}
     if config.stage8_results:  # the GPT-2-style block of stage 8: same recipe, same split
         from math import sqrt
 
@@ -118,13 +166,14 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                           "se": sqrt(test["sd"] ** 2 / test["n"] + g["sd"] ** 2 / g["n"]),
                           "gpt2_params": gpt["n_parameters"], "kn_test": gpt["kn_best_test"]}
         rows.append([f"stage 8: GPT-2-style, context 64, {gpt['n_parameters']:,} params, "
-                     f"{g['n']} seeds", f"{gpt['gpt_val']['mean']:.3f} ± "
+                     f"{g['n']} seeds", "—", f"{gpt['gpt_val']['mean']:.3f} ± "
                      f"{gpt['gpt_val']['sd']:.3f}", f"{g['mean']:.3f} ± {g['sd']:.3f}"])
     out["target"] = config.target
     out["target_met"] = bool(test["mean"] <= config.target)
     return {"trials": trials, "chosen_context": chosen, "finals": finals, "test": test,
             "val": val, "n_parameters": finals[0]["n_parameters"], **out,
-            "table": {"columns": ["run", "validation nats/char", "test nats/char"],
+            "table": {"columns": ["run", "training text (eval mode)", "validation nats/char",
+                                  "test nats/char"],
                       "rows": rows}}
 
 
