@@ -37,7 +37,6 @@ Results = dict[str, Any]
 # it), and a name must leave this table in the commit that adds its results (a test checks
 # that too). Most need the book's model (stage 14) and hours of CPU.
 FULL_RUN_PENDING: dict[str, str] = {
-    "architectures_names": "about 4.5 quiet core-hours (5 runs of 16,000 steps); resumes mid-run",
 }
 
 
