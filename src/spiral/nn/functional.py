@@ -169,13 +169,19 @@ class LayerNormFn(Function):
     @staticmethod
     def backward(ctx: Any, grad: np.ndarray) -> tuple[Any, ...]:
         xhat, rstd, weight = ctx.saved_tensors
-        dx, dw, db = K.layer_norm_backward(grad, xhat, rstd, weight, ctx.n_norm, ctx.has_bias)
-        out: tuple[Any, ...] = (dx, None, None)
-        if weight is not None:
-            out += (dw,)
-        if ctx.has_bias:
-            out += (db,)
-        return out[: ctx.n_inputs]
+        return layer_norm_input_grads(ctx, grad, xhat, rstd, weight)
+
+
+def layer_norm_input_grads(ctx: Any, grad: np.ndarray, xhat: np.ndarray, rstd: np.ndarray,
+                           weight: np.ndarray | None) -> tuple[Any, ...]:
+    """A layer-norm node's gradients in its ``apply`` order (x, n_norm, eps[, w][, b])."""
+    dx, dw, db = K.layer_norm_backward(grad, xhat, rstd, weight, ctx.n_norm, ctx.has_bias)
+    out: tuple[Any, ...] = (dx, None, None)
+    if weight is not None:
+        out += (dw,)
+    if ctx.has_bias:
+        out += (db,)
+    return out[: ctx.n_inputs]
 
 
 def layer_norm(input: Tensor, normalized_shape: int | tuple[int, ...] | list[int],

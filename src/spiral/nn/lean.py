@@ -51,6 +51,7 @@ from spiral.autograd.engine import _unbroadcast
 from spiral.autograd.ops_shape import _scatter_add_rows
 from spiral.nn import kernels as K
 from spiral.nn.activations import GELU
+from spiral.nn.functional import layer_norm_input_grads
 from spiral.nn.layers import Dropout, Embedding, Linear
 from spiral.nn.norm import LayerNorm, RMSNorm, rms_norm_backward
 
@@ -91,13 +92,7 @@ class LeanLayerNormFn(Function):
         x, mean, rstd, weight = ctx.saved_tensors
         xhat = K.layer_norm_recompute(x, ctx.n_norm, mean, rstd)
         _scratch("LeanLayerNormFn", xhat)
-        dx, dw, db = K.layer_norm_backward(grad, xhat, rstd, weight, ctx.n_norm, ctx.has_bias)
-        out: tuple[Any, ...] = (dx, None, None)
-        if weight is not None:
-            out += (dw,)
-        if ctx.has_bias:
-            out += (db,)
-        return out[: ctx.n_inputs]
+        return layer_norm_input_grads(ctx, grad, xhat, rstd, weight)
 
 
 class LeanLayerNorm(LayerNorm):
