@@ -297,3 +297,19 @@ def test_names_job_records_the_training_text_loss_and_backfills_old_records(
     (tmp_path / "trial.json").write_text(json.dumps(old))
     assert _job(job)["train_eval"] == first["train_eval"]  # recomputed from the checkpoint
     assert "train_eval" in json.loads((tmp_path / "trial.json").read_text())
+
+
+def test_names_final_at_the_trial_seed_reuses_the_trial_run(tmp_path: Path) -> None:
+    """The chosen context's trial (seed 0) and final seed 0 are the same run: the final
+    resumes the trial's finished checkpoint and only scores the test split."""
+    from dataclasses import replace
+
+    from spiral.experiments.architectures.names import EXPERIMENT, run
+
+    c = replace(EXPERIMENT.quick, contexts=(8,), max_steps=6,
+                cache_dir=str(tmp_path / "runs"), ckpt_dir=str(tmp_path / "ckpt"))
+    r = run(c, np.random.default_rng(0))
+    assert r["finals"][0]["val"] == r["trials"][0]["val"]
+    assert np.isfinite(r["finals"][0]["test"])
+    assert not (tmp_path / "ckpt" / "final-T8-s0").exists()
+    assert (tmp_path / "ckpt" / "final-T8-s1").is_dir()

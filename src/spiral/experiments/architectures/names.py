@@ -22,7 +22,7 @@ import numpy as np
 
 from spiral.experiments.framework import Experiment, mean_sd
 from spiral.experiments.transformer.names import Config as NamesConfig
-from spiral.experiments.transformer.names import _train_seed
+from spiral.experiments.transformer.names import _train_seed, model_config
 from spiral.plotting import PALETTE, new_figure
 
 LLAMA = {"norm_type": "rmsnorm", "ffn_type": "swiglu", "positional": "rope_halves",
@@ -68,7 +68,7 @@ def _train_eval(job: dict[str, Any]) -> float | None:
     run's final checkpoint; beside the validation loss it shows how far the run memorised."""
     from spiral import checkpoint, data
     from spiral.evaluate import evaluate
-    from spiral.models.gpt import GPT, GPTConfig
+    from spiral.models.gpt import GPT
     from spiral.tokenizers.char import CharTokenizer
 
     ckpt = Path(job["ckpt_dir"]) / "checkpoint.safetensors" if job.get("ckpt_dir") else None
@@ -79,9 +79,7 @@ def _train_eval(job: dict[str, Any]) -> float | None:
     s = data.get_splits("names")
     tok = CharTokenizer.from_text(s.train)
     tr, va = tok.encode_array(s.train), tok.encode_array(s.val)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, context_length=cfg["context_length"],
-                          n_layers=cfg["n_layers"], n_heads=cfg["n_heads"],
-                          d_model=cfg["d_model"], dropout=cfg["dropout"], **_overrides(cfg)),
+    model = GPT(model_config(NamesConfig(**cfg), tok.vocab_size, _overrides(cfg)),
                 rng=np.random.default_rng(0))
     checkpoint.load(ckpt, model)
     model.eval()
@@ -130,9 +128,17 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
                 "ckpt_dir": (f"{config.ckpt_dir}/{kind}-T{T}-s{seed}"
                              if config.ckpt_dir else "")}
 
+    def final(T: int, seed: int) -> dict[str, Any]:
+        j = job(T, seed, True)
+        if seed == config.seeds[0] and config.ckpt_dir:
+            # the chosen trial IS this run (same config, seed and generator): resume its
+            # finished checkpoint, which trains nothing more, and score the test split once
+            j["ckpt_dir"] = job(T, seed, False)["ckpt_dir"]
+        return j
+
     trials = _map([job(T, config.seeds[0], False) for T in config.contexts], config.workers)
     chosen = min(trials, key=lambda r: r["val"])["context"]
-    finals = _map([job(chosen, s, True) for s in config.seeds], config.workers)
+    finals = _map([final(chosen, s) for s in config.seeds], config.workers)
     test = mean_sd([r["test"] for r in finals])
     val = mean_sd([r["val"] for r in finals])
     out: dict[str, Any] = {}

@@ -59,6 +59,16 @@ def cut_fraction(names: list[str], T: int) -> float:
     return num / (den * T)
 
 
+def model_config(c: Config, vocab_size: int, overrides: dict[str, Any]) -> Any:
+    """The GPTConfig of a names run: the recipe's shape plus ``overrides`` (stage 14's
+    Llama switches)."""
+    from spiral.models.gpt import GPTConfig
+
+    return GPTConfig(vocab_size=vocab_size, context_length=c.context_length,
+                     n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model,
+                     dropout=c.dropout, **overrides)
+
+
 def _train_seed(job: dict[str, Any]) -> dict[str, Any]:
     """One seed: train on the fixed split, score validation at every window and test once
     (``job["score_test"] = False`` for a tuning trial, which must not look at test;
@@ -67,7 +77,7 @@ def _train_seed(job: dict[str, Any]) -> dict[str, Any]:
 
     from spiral import data
     from spiral.evaluate import evaluate
-    from spiral.models.gpt import GPT, GPTConfig
+    from spiral.models.gpt import GPT
     from spiral.optim import AdamW
     from spiral.tokenizers.char import CharTokenizer
     from spiral.train import TrainConfig, resume, train
@@ -77,9 +87,7 @@ def _train_seed(job: dict[str, Any]) -> dict[str, Any]:
     assert s.test is not None
     tok = CharTokenizer.from_text(s.train)
     tr, va, te = (tok.encode_array(x) for x in (s.train, s.val, s.test))
-    cfg = GPTConfig(vocab_size=tok.vocab_size, context_length=c.context_length,
-                    n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model,
-                    dropout=c.dropout, **job.get("model_overrides", {}))
+    cfg = model_config(c, tok.vocab_size, job.get("model_overrides", {}))
     ckpt_dir = job.get("ckpt_dir") or None  # long runs: checkpoint and resume from here
     model_rng = np.random.default_rng(seed)
     model = GPT(cfg, rng=model_rng)
