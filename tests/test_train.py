@@ -284,12 +284,11 @@ def test_names_job_records_the_training_text_loss_and_backfills_old_records(
         tmp_path: Path) -> None:
     """Stage 14's names runs record the finished model's eval-mode loss on training text (from
     the final checkpoint), and a cached record written before that field gains it."""
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     from spiral.experiments.architectures.names import EXPERIMENT, _job, _names_config
 
-    c = replace(EXPERIMENT.quick, max_steps=6)
-    job = {"config": asdict(_names_config(c, 8)), "seed": 0, "score_test": False,
+    job = {"config": asdict(_names_config(EXPERIMENT.quick, 8, 6, 0.0)), "seed": 0, "score_test": False,
            "cache": str(tmp_path / "trial.json"), "ckpt_dir": str(tmp_path / "ckpt")}
     first = _job(job)
     assert first["train_eval"] is not None and np.isfinite(first["train_eval"])
@@ -300,16 +299,44 @@ def test_names_job_records_the_training_text_loss_and_backfills_old_records(
 
 
 def test_names_final_at_the_trial_seed_reuses_the_trial_run(tmp_path: Path) -> None:
-    """The chosen context's trial (seed 0) and final seed 0 are the same run: the final
-    resumes the trial's finished checkpoint and only scores the test split."""
+    """The chosen trial (seed 0) and final seed 0 are the same run: the final resumes the
+    trial's finished checkpoint and only scores the test split."""
     from dataclasses import replace
 
     from spiral.experiments.architectures.names import EXPERIMENT, run
 
-    c = replace(EXPERIMENT.quick, contexts=(8,), max_steps=6,
+    c = replace(EXPERIMENT.quick, contexts=(8,), lengths=(6,), dropouts=(0.0,),
                 cache_dir=str(tmp_path / "runs"), ckpt_dir=str(tmp_path / "ckpt"))
     r = run(c, np.random.default_rng(0))
     assert r["finals"][0]["val"] == r["trials"][0]["val"]
     assert np.isfinite(r["finals"][0]["test"])
-    assert not (tmp_path / "ckpt" / "final-T8-s0").exists()
-    assert (tmp_path / "ckpt" / "final-T8-s1").is_dir()
+    assert not (tmp_path / "ckpt" / "final-T8-S6-d0-s0").exists()
+    assert (tmp_path / "ckpt" / "final-T8-S6-d0-s1").is_dir()
+
+
+def test_names_choices_are_made_on_validation_in_two_steps(tmp_path: Path) -> None:
+    """Context and length are chosen together at the first dropout, then the dropout at that
+    pair; no trial scores the test split. Cached trial records stand in for trained runs,
+    so the choice logic is checked against values it could get wrong."""
+    from dataclasses import replace
+
+    from spiral.experiments.architectures.names import EXPERIMENT, run
+
+    c = replace(EXPERIMENT.quick, contexts=(8, 16), lengths=(6, 9), dropouts=(0.0, 0.1),
+                seeds=(0,), cache_dir=str(tmp_path / "runs"))
+    vals = {"T8-S6-d0": 2.5, "T8-S9-d0": 2.4, "T16-S6-d0": 2.3, "T16-S9-d0": 2.6,
+            "T16-S6-d0.1": 2.2}
+    (tmp_path / "runs").mkdir()
+    for tag, v in vals.items():
+        T = int(tag.split("-")[0][1:])
+        rec = {"context": T, "seed": 0, "val": v, "test": None, "n_parameters": 1,
+               "train_eval": v - 0.1}
+        (tmp_path / "runs" / f"trial-{tag}-s0.json").write_text(json.dumps(rec))
+    r = run(c, np.random.default_rng(0))
+    assert (r["chosen_context"], r["chosen_steps"], r["chosen_dropout"]) == (16, 6, 0.1)
+    assert all(t["test"] is None for t in r["trials"])
+    assert [t["steps"] for t in r["trials"]] == [6, 9, 6, 9, 6]
+    assert r["trial_gaps"]["T16-S6-d0_1"] == pytest.approx(0.1)
+    ref = r["gpt2_reference"]  # stage 8's block, trained beside the trials, no test scored
+    assert ref["block"] == "gpt2" and ref["test"] is None and np.isfinite(ref["val"])
+    EXPERIMENT.check(r)
