@@ -178,22 +178,23 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     test = mean_sd([r["test"] for r in finals])
     val = mean_sd([r["val"] for r in finals])
     out: dict[str, Any] = {}
+
+    def tokens(r: dict[str, Any]) -> float:  # training tokens, millions
+        return r["steps"] * B * r["context"] / 1e6
+
     if config.gpt2_reference is not None:
         j = job(*config.gpt2_reference, s0, False)
         j["block"] = "gpt2"
         for k in ("cache", "ckpt_dir"):
             j[k] = j[k].replace("/trial-", "/gpt2-")
         ref = _map([j], 1)[0]
-        ref["tokens_m"] = ref["steps"] * B * ref["context"] / 1e6
+        ref["tokens_m"] = tokens(ref)
         if ref.get("train_eval") is not None:
             ref["gap"] = ref["val"] - ref["train_eval"]
         out["gpt2_reference"] = ref
 
     def fmt(v: float | None) -> str:
         return "—" if v is None else f"{v:.3f}"
-
-    def tokens(r: dict[str, Any]) -> float:  # training tokens, millions
-        return r["steps"] * B * r["context"] / 1e6
 
     for r in trials:
         r["tokens_m"] = tokens(r)
@@ -239,7 +240,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     # the grid's trials by name, for the chapter's prose
     out["trial"] = {_key(r): r for r in trials}
     return {"trials": trials, "n_grid": len(grid), "chosen_context": T, "chosen_steps": steps,
-            "chosen_dropout": dropout, "chosen_tokens_m": steps * B * T / 1e6,
+            "chosen_dropout": dropout, "chosen_tokens_m": tokens(finals[0]),
             "finals": finals, "test": test, "val": val,
             "n_parameters": finals[0]["n_parameters"], "batch_size": B, **out,
             "table": {"columns": ["run", "training text (eval mode)", "validation nats/char",
