@@ -120,7 +120,9 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
                 from spiral.records import atomic_write_text
 
                 atomic_write_text(cache, json.dumps(res) + "\n")
-        return {**res, "steps": job["config"]["max_steps"], "dropout": job["config"]["dropout"]}
+        # records cached before these fields existed take them from the job
+        return {**res, "block": job.get("block", "llama"), "steps": job["config"]["max_steps"],
+                "dropout": job["config"]["dropout"]}
     cfg = job["config"]
     out = _train_seed({"config": cfg, "seed": job["seed"], "score_test": job["score_test"],
                        "model_overrides": _overrides(cfg, job.get("block", "llama")),
@@ -148,29 +150,32 @@ def _map(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
 def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
     B = config.batch_size
 
-    def job(T: int, steps: int, dropout: float, seed: int, test: bool) -> dict[str, Any]:
-        name = f"{'final' if test else 'trial'}-{_tag(T, steps, dropout)}-s{seed}"
+    def job(T: int, steps: int, dropout: float, seed: int, kind: str = "trial"
+            ) -> dict[str, Any]:
+        """``kind``: "trial" (validation only), "final" (scores test) or "gpt2" (stage 8's
+        block at the given settings, validation only)."""
+        name = f"{kind}-{_tag(T, steps, dropout)}-s{seed}"
         return {"config": asdict(_names_config(config, T, steps, dropout)), "seed": seed,
-                "score_test": test,
+                "score_test": kind == "final", "block": "gpt2" if kind == "gpt2" else "llama",
                 "cache": f"{config.cache_dir}/{name}.json" if config.cache_dir else "",
                 "ckpt_dir": f"{config.ckpt_dir}/{name}" if config.ckpt_dir else ""}
 
     def final(T: int, steps: int, dropout: float, seed: int) -> dict[str, Any]:
-        j = job(T, steps, dropout, seed, True)
+        j = job(T, steps, dropout, seed, "final")
         if seed == config.seeds[0] and config.ckpt_dir:
             # the chosen trial IS this run (same config, seed and generator): resume its
             # finished checkpoint, which trains nothing more, and score the test split once
-            j["ckpt_dir"] = job(T, steps, dropout, seed, False)["ckpt_dir"]
+            j["ckpt_dir"] = job(T, steps, dropout, seed)["ckpt_dir"]
         return j
 
     s0, d0 = config.seeds[0], config.dropouts[0]
     # 1. context and training length together, at the recipe's dropout
-    grid = _map([job(T, n, d0, s0, False) for T in config.contexts for n in config.lengths],
+    grid = _map([job(T, n, d0, s0) for T in config.contexts for n in config.lengths],
                 config.workers)
     best = min(grid, key=lambda r: r["val"])
     T, steps = best["context"], best["steps"]
     # 2. the dropout, at the chosen context and length
-    drop = [best] + _map([job(T, steps, d, s0, False) for d in config.dropouts[1:]],
+    drop = [best] + _map([job(T, steps, d, s0) for d in config.dropouts[1:]],
                          config.workers)
     dropout = min(drop, key=lambda r: r["val"])["dropout"]
     trials = grid + drop[1:]
@@ -183,11 +188,7 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
         return r["steps"] * B * r["context"] / 1e6
 
     if config.gpt2_reference is not None:
-        j = job(*config.gpt2_reference, s0, False)
-        j["block"] = "gpt2"
-        for k in ("cache", "ckpt_dir"):
-            j[k] = j[k].replace("/trial-", "/gpt2-")
-        ref = _map([j], 1)[0]
+        ref = _map([job(*config.gpt2_reference, s0, "gpt2")], 1)[0]
         ref["tokens_m"] = tokens(ref)
         if ref.get("train_eval") is not None:
             ref["gap"] = ref["val"] - ref["train_eval"]
@@ -224,14 +225,16 @@ def run(config: Config, rng: np.random.Generator) -> dict[str, Any]:
 
         from spiral.experiments.framework import load_results
 
-        gpt = load_results("transformer_names", config.stage8_results)["results"]
+        rec = load_results("transformer_names", config.stage8_results)
+        gpt, c8 = rec["results"], rec["config"]
         g = gpt["gpt_test"]
         # two independent sets of runs (stage 8 drew dropout from a second generator):
         # the difference of means, with the standard error of that difference
         out["vs_gpt2"] = {"gpt2_test": g, "diff": test["mean"] - g["mean"],
                           "se": sqrt(test["sd"] ** 2 / test["n"] + g["sd"] ** 2 / g["n"]),
                           "gpt2_params": gpt["n_parameters"], "kn_test": gpt["kn_best_test"]}
-        rows.append([f"stage 8: GPT-2-style, context 64, 16,000 steps, dropout 0.2, "
+        rows.append([f"stage 8: GPT-2-style, context {c8['context_length']}, "
+                     f"{c8['max_steps']:,} steps, dropout {c8['dropout']:g}, "
                      f"{gpt['n_parameters']:,} params, {g['n']} seeds", "—",
                      f"{gpt['gpt_val']['mean']:.3f} ± {gpt['gpt_val']['sd']:.3f}",
                      f"{g['mean']:.3f} ± {g['sd']:.3f}"])
